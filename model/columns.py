@@ -1,0 +1,155 @@
+"""Turning raw column arrays into canonical numpy arrays, vectorized (no Python loop per row).
+
+Raw columns arrive from file readers (strings, numbers) and from the service (JSON scalars). These
+helpers give every caller the same canonical form, which is what makes training and serving encode
+identically:
+
+* categorical values become unicode strings, ``""`` meaning missing (``None``, ``NaN`` and ``""`` are
+  missing); integers are written in decimal, integral floats as integers (``5.0`` -> ``"5"``), other
+  floats in Python's shortest repr (``4.8`` -> ``"4.8"``), booleans as ``"true"``/``"false"``;
+* numeric values become float64, ``NaN`` meaning missing;
+* multi-valued values (a separated string, or a list) become a flat token array plus row lengths.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+StrArray = npt.NDArray[np.str_]
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def _floats_as_strings(values: npt.NDArray[np.floating[Any]]) -> StrArray:
+    out = np.full(values.shape, "", dtype=object)
+    finite = np.isfinite(values)
+    integral = finite & (np.floor(values) == values) & (np.abs(values) < 2**53)
+    out[integral] = values[integral].astype(np.int64).astype(str)
+    other = finite & ~integral
+    out[other] = values[other].astype(str)
+    return out.astype(str)
+
+
+def _objects_as_strings(values: npt.NDArray[np.object_]) -> StrArray:
+    """Object arrays hold JSON scalars: strings mostly, sometimes numbers, bools or None."""
+    if values.size == 0:
+        return np.empty(values.shape, dtype=str)
+    is_none = np.equal(values, None)
+    kinds = np.frompyfunc(type, 1, 1)(values)
+    only_str = bool(np.all((kinds == str) | is_none))  # noqa: E721 - exact type test, vectorized
+    if only_str:
+        out: StrArray = values.astype(str)
+        out[is_none] = ""
+        return out
+    out = np.empty(values.shape, dtype=object)
+    for kind in set(kinds.tolist()):
+        mask = kinds == kind
+        chunk = values[mask]
+        if kind is bool or kind is np.bool_:
+            out[mask] = np.where(chunk.astype(bool), "true", "false")
+        elif kind is float or (isinstance(kind, type) and issubclass(kind, np.floating)):
+            out[mask] = _floats_as_strings(chunk.astype(np.float64))
+        elif kind is type(None):
+            out[mask] = ""
+        else:
+            out[mask] = chunk.astype(str)
+    return out.astype(str)
+
+
+def as_category_strings(values: npt.ArrayLike) -> StrArray:
+    """Canonical unicode strings of a categorical column; ``""`` is missing."""
+    array = np.asarray(values)
+    kind = array.dtype.kind
+    if kind == "U":
+        return array
+    if kind == "S":
+        return np.char.decode(array, "utf-8")
+    if kind in "iu":
+        return array.astype(str)
+    if kind == "b":
+        return np.where(array, "true", "false")
+    if kind == "f":
+        return _floats_as_strings(array)
+    if kind == "O":
+        return _objects_as_strings(array)
+    raise TypeError(f"cannot read a categorical column of dtype {array.dtype}")
+
+
+def as_float(values: npt.ArrayLike) -> FloatArray:
+    """Float64 view of a numeric column; missing (None, "", NaN) becomes NaN.
+
+    Raises:
+        ValueError: a value is neither a number nor missing (the message quotes the first one).
+    """
+    array = np.asarray(values)
+    if array.dtype.kind in "iufb":
+        return array.astype(np.float64)
+    if array.dtype.kind in "OUS":
+        text = as_category_strings(array)
+        missing = text == ""
+        filled = np.where(missing, "nan", text)
+        try:
+            return filled.astype(np.float64)
+        except ValueError:
+            bad = _first_non_number(filled)
+            raise ValueError(f"not a number: {bad!r}") from None
+    raise TypeError(f"cannot read a numeric column of dtype {array.dtype}")
+
+
+def _first_non_number(text: StrArray) -> str:
+    for value in text.tolist():
+        try:
+            float(value)
+        except ValueError:
+            return str(value)
+    return ""
+
+
+def first_bad_number(values: npt.ArrayLike) -> int | None:
+    """Index of the first value that is neither a number nor missing, or None when all are fine."""
+    text = as_category_strings(np.asarray(values))
+    for position, value in enumerate(text.tolist()):
+        if value == "":
+            continue
+        try:
+            float(value)
+        except ValueError:
+            return position
+    return None
+
+
+def split_multi(values: npt.ArrayLike, separator: str) -> tuple[StrArray, IntArray]:
+    """Flatten a multi-valued column into (tokens, lengths).
+
+    Each row is either a string of separated values or a list/tuple of values; missing rows and empty
+    tokens count as no value. ``lengths[i]`` is the number of tokens of row ``i``.
+    """
+    array = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    if array.dtype.kind in "US":
+        rows: Sequence[Any] = np.char.split(as_category_strings(array), separator).tolist()
+    else:
+        rows = [_row_tokens(row, separator) for row in array.tolist()]
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = list(itertools.chain.from_iterable(rows))
+    tokens = as_category_strings(np.array(flat, dtype=object)) if flat else np.empty(0, dtype=str)
+    keep = tokens != ""
+    if not keep.all():
+        row_of = np.repeat(np.arange(len(rows)), lengths)
+        lengths = np.bincount(row_of[keep], minlength=len(rows)).astype(np.int64)
+        tokens = tokens[keep]
+    return tokens, lengths
+
+
+def _row_tokens(row: Any, separator: str) -> list[Any]:
+    if row is None:
+        return []
+    if isinstance(row, str):
+        return row.split(separator)
+    if isinstance(row, list | tuple | np.ndarray):
+        return list(row)
+    return [row]
