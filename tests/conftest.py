@@ -1,0 +1,48 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def data_root() -> Path:
+    """The real datasets (../shared/data beside the checkout, or $APPRANK_DATA_DIR). Never copied here."""
+    return Path(os.environ.get("APPRANK_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when a needed service or file is missing; fail instead when running in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI (CI=true) but missing")
+    pytest.skip(f"{what} missing")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    require((root / "frappe_ctr" / "train.csv").is_file(), f"the shared datasets at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL (127.0.0.1:5432, database test, trust auth) or $APPRANK_TEST_POSTGRES_URL."""
+    url = os.environ.get("APPRANK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+        reachable = True
+    except Exception:  # noqa: BLE001 - any failure means the server is not usable
+        reachable = False
+    require(reachable, f"PostgreSQL at {url}")
+    return url
