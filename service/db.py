@@ -26,7 +26,8 @@ _PLACEHOLDER = re.compile(r"\?")
 class Cursor(Protocol):
     """What stores use of a DB-API cursor (sqlite3 and psycopg both satisfy it)."""
 
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def execute(self, query: Any, params: Any = ..., /) -> Any: ...
     def executemany(self, query: Any, params_seq: Any, /) -> Any: ...
@@ -78,7 +79,9 @@ class Database:
     def _sqlite(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA busy_timeout=30000")
