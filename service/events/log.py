@@ -1,0 +1,160 @@
+"""``EventLog``: the event log as one object the service starts and stops.
+
+It owns the event store, the served-list writer (the ``ServedListSink`` that /rank submits to), the
+group committer of POST /events, the counters, and an optional retention thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from service.db import Database
+from service.events.committer import GroupCommitter
+from service.events.counters import EventCounters
+from service.events.models import BatchOutcome, EventIn, IngestResponse
+from service.events.store import SqlEventStore, open_event_store
+from service.events.validation import parse_batch
+from service.events.writer import ServedListWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventLogConfig:
+    """Tunables of the event log.
+
+    Attributes:
+        max_events_per_batch: a POST /events body with more events is refused (413).
+        served_queue_size: served lists waiting to be written beyond this are dropped (and counted).
+        flush_interval_s: the served-list writer's longest wait before writing a batch.
+        unknown_request_grace_s: how long events naming an unknown request_id are retried before they
+            are refused; covers the writer latency of *other* workers or replicas (this process's own
+            writer is flushed on demand).
+        retention_days: when set, served lists and events older than this many days are purged every
+            ``purge_interval_s``.
+    """
+
+    max_events_per_batch: int = 1_000
+    served_queue_size: int = 20_000
+    flush_interval_s: float = 0.05
+    unknown_request_grace_s: float = 0.3
+    retention_days: int | None = None
+    purge_interval_s: float = 3600.0
+
+
+class EventLog:
+    """Store + writer + committer (+ retention). Call ``start()`` at startup and ``close()`` at shutdown.
+
+    Args:
+        db: the database (shared with other stores or not; see ``owns_db``).
+        config: tunables.
+        counters: metrics; by default ``EventCounters.from_service_metrics()``.
+        owns_db: close ``db`` in ``close()``.
+        prefix: table prefix (the service's ``table_prefix`` setting).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        config: EventLogConfig | None = None,
+        *,
+        counters: EventCounters | None = None,
+        owns_db: bool = False,
+        prefix: str = "apprank_",
+    ) -> None:
+        self.db = db
+        self.config = config or EventLogConfig()
+        self.counters = counters if counters is not None else EventCounters.from_service_metrics()
+        self.store: SqlEventStore = open_event_store(db, prefix)
+        self.writer = ServedListWriter(
+            self.store,
+            self.counters,
+            max_queue=self.config.served_queue_size,
+            flush_interval_s=self.config.flush_interval_s,
+        )
+        self.committer = GroupCommitter(self.store, self.writer)
+        self._owns_db = owns_db
+        self._stop_retention = threading.Event()
+        self._retention: threading.Thread | None = None
+
+    @classmethod
+    def open(
+        cls, url: str, config: EventLogConfig | None = None, *, counters: EventCounters | None = None
+    ) -> EventLog:
+        """An event log on its own database connection(s) at ``url`` (closed by ``close()``)."""
+        return cls(Database(url), config, counters=counters, owns_db=True)
+
+    @property
+    def sink(self) -> ServedListWriter:
+        """The ``ServedListSink`` to hand to /rank."""
+        return self.writer
+
+    def start(self) -> None:
+        """Create the tables if needed and start the writer, committer and retention threads."""
+        self.store.migrate()
+        self.writer.start()
+        self.committer.start()
+        if self.config.retention_days is not None:
+            self._retention = threading.Thread(target=self._purge_loop, name="event-retention", daemon=True)
+            self._retention.start()
+
+    def close(self) -> None:
+        """Write every queued served list, commit every queued event batch, stop the threads."""
+        self._stop_retention.set()
+        self.writer.close()
+        self.committer.close()
+        if self._retention is not None:
+            self._retention.join(5.0)
+        if self._owns_db:
+            self.db.close()
+
+    async def ingest(self, body: bytes) -> tuple[int, IngestResponse]:
+        """Handle a POST /events body: the HTTP status and the response.
+
+        200 when at least one event was accepted or was a duplicate, 422 when every event was refused.
+
+        Raises:
+            BatchError: the body as a whole is unusable.
+            Exception: the store failed (nothing of this batch is acknowledged).
+        """
+        events, rejected = parse_batch(body, self.config.max_events_per_batch)
+        outcome = BatchOutcome(rejected=rejected)
+        outcome.merge(await self._commit_with_grace(events))
+        outcome.rejected.sort(key=lambda rejection: rejection.index)
+        self.counters.events_rejected(Counter(rejection.code for rejection in outcome.rejected))
+        self.counters.events_accepted(outcome.accepted_by_arm)
+        response = IngestResponse(
+            accepted=outcome.accepted, duplicates=outcome.duplicates, rejected=outcome.rejected
+        )
+        status = 200 if outcome.accepted or outcome.duplicates else 422
+        return status, response
+
+    async def _commit_with_grace(self, events: list[EventIn]) -> BatchOutcome:
+        """Commit; events naming an unknown request are retried for a short grace period."""
+        outcome = BatchOutcome()
+        deadline = time.monotonic() + self.config.unknown_request_grace_s
+        delay = 0.05
+        while True:
+            result = await self.committer.commit(events)
+            unknown = {r.index for r in result.rejected if r.code == "unknown_request"}
+            if not unknown or time.monotonic() + delay > deadline:
+                outcome.merge(result)
+                return outcome
+            result.rejected = [r for r in result.rejected if r.code != "unknown_request"]
+            outcome.merge(result)
+            events = [event for event in events if event.index in unknown]
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    def _purge_loop(self) -> None:
+        days = self.config.retention_days
+        while days is not None and not self._stop_retention.wait(self.config.purge_interval_s):
+            try:
+                self.store.purge(days)
+            except Exception:
+                log.exception("retention purge failed")

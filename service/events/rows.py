@@ -1,0 +1,136 @@
+"""Row builders: a ServedList into table rows, accepted events into rows and user-day counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from service.events.models import EventIn, ServedRef
+from service.served import ServedList
+
+DAY_S = 86400.0
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def dump_json(value: Mapping[str, Any]) -> str:
+    """Compact JSON text of a raw feature object (numpy scalars and arrays allowed)."""
+    return orjson.dumps(value, option=_JSON_OPTIONS).decode()
+
+
+def served_rows(served: ServedList) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The ``served_lists`` row and the ``served_items`` rows (one per returned item, best first).
+
+    Positions are 1-based, like the ``position`` of /rank's response items.
+    """
+    list_row = (
+        served.request_id,
+        float(served.ts),
+        served.experiment,
+        served.arm,
+        int(served.bucket),
+        served.model,
+        served.version,
+        served.objective,
+        str(served.user_id),
+        dump_json(served.user),
+        dump_json(served.context),
+    )
+    order = [int(i) for i in served.order]
+    ctrs = served.ctr[served.order].astype(float).tolist() if order else []
+    items: list[tuple[Any, ...]] = []
+    for position, (index, ctr) in enumerate(zip(order, ctrs, strict=True), start=1):
+        candidate = served.candidates[index]
+        bid = candidate.get("bid")
+        features = candidate.get("features") or {}
+        items.append(
+            (
+                served.request_id,
+                position,
+                str(candidate["app_id"]),
+                ctr,
+                None if bid is None else float(bid),
+                dump_json(features),
+            )
+        )
+    return list_row, items
+
+
+def event_day(ts: float) -> int:
+    """Days since 1970-01-01 (UTC) of a unix time."""
+    return int(ts // DAY_S)
+
+
+def event_row(event: EventIn, ref: ServedRef, ts: float, received_at: float) -> tuple[Any, ...]:
+    """An events row (``sql.EVENT_COLUMNS`` order) with experiment and arm from the served list."""
+    return (
+        event.event_id,
+        event.type,
+        event.request_id,
+        event.app_id,
+        event.user_id,
+        ts,
+        event_day(ts),
+        received_at,
+        ref.experiment,
+        ref.arm,
+    )
+
+
+def user_day_updates(events: Iterable[tuple[EventIn, ServedRef, float]]) -> list[tuple[Any, ...]]:
+    """Increments of ``event_user_days`` for newly inserted events, sorted by key.
+
+    Sorting gives every concurrent writer the same lock order (no deadlocks on PostgreSQL).
+    """
+    counts: dict[tuple[str, str, str, int], list[int]] = {}
+    for event, ref, ts in events:
+        key = (ref.experiment, ref.arm, event.user_id, event_day(ts))
+        pair = counts.setdefault(key, [0, 0])
+        pair[0 if event.type == "impression" else 1] += 1
+    return [(*key, impressions, downloads) for key, (impressions, downloads) in sorted(counts.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledRow:
+    """One impression with everything logged about it, and whether the item was downloaded."""
+
+    ts: float
+    event_id: str
+    request_id: str
+    app_id: str
+    user_id: str
+    arm: str
+    model: str
+    version: str
+    user: Mapping[str, Any]
+    context: Mapping[str, Any]
+    position: int
+    ctr: float
+    bid: float | None
+    item: Mapping[str, Any]
+    label: int
+
+    @classmethod
+    def from_record(cls, record: Sequence[Any]) -> LabeledRow:
+        """Build from a row of the labeled-page query (``Queries.labeled_page``)."""
+        ts, event_id, request_id, app_id, user_id, arm, model, version = record[:8]
+        user_json, context_json, position, ctr, bid, features_json, label = record[8:]
+        return cls(
+            ts=float(ts),
+            event_id=event_id,
+            request_id=request_id,
+            app_id=app_id,
+            user_id=user_id,
+            arm=arm,
+            model=model,
+            version=version,
+            user=orjson.loads(user_json),
+            context=orjson.loads(context_json),
+            position=int(position),
+            ctr=float(ctr),
+            bid=None if bid is None else float(bid),
+            item=orjson.loads(features_json),
+            label=int(label),
+        )

@@ -1,0 +1,130 @@
+"""The event log's SQL, one text for both dialects (``?`` placeholders, see ``Database.sql``).
+
+Only portable constructs are used: ``ON CONFLICT``, ``RETURNING``, ``VALUES`` lists whose columns are
+``column1, column2`` in both SQLite and PostgreSQL, and ``CASE`` rather than boolean arithmetic. Table
+names carry the service's table prefix (``{p}``), like every other store of the service.
+"""
+
+from __future__ import annotations
+
+EVENT_COLUMNS = "event_id, type, request_id, app_id, user_id, ts, day, received_at, experiment, arm"
+EVENT_WIDTH = 10
+_EVENT_VALUES = f"({', '.join('?' * EVENT_WIDTH)})"
+
+_INSERT_SERVED_LIST = (
+    "INSERT INTO {p}served_lists (request_id, ts, experiment, arm, bucket, model, version, objective, "
+    "user_id, user_json, context_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_INSERT_SERVED_ITEM = (
+    "INSERT INTO {p}served_items (request_id, position, app_id, ctr, bid, features_json) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_INSERT_EVENT_UNCHECKED = (
+    f"INSERT INTO {{p}}events ({EVENT_COLUMNS}) VALUES {_EVENT_VALUES} ON CONFLICT DO NOTHING"
+)
+_UPSERT_USER_DAY = (
+    "INSERT INTO {p}event_user_days (experiment, arm, user_id, day, impressions, downloads) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (experiment, arm, user_id, day) DO UPDATE SET "
+    "impressions = {p}event_user_days.impressions + excluded.impressions, "
+    "downloads = {p}event_user_days.downloads + excluded.downloads"
+)
+_REBUILD_USER_DAYS = (
+    "INSERT INTO {p}event_user_days (experiment, arm, user_id, day, impressions, downloads) "
+    "SELECT experiment, arm, user_id, day, "
+    "SUM(CASE WHEN type = 'impression' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN type = 'download' THEN 1 ELSE 0 END) "
+    "FROM {p}events GROUP BY experiment, arm, user_id, day"
+)
+
+# Per arm, overall (day NULL) and per day: users, sum I, sum D, sum I^2, sum D^2, sum I*D over users,
+# where I and D are a user's impressions and downloads (over the window, or on that day).
+_ARM_SUMS = """
+SELECT arm, NULL AS day, COUNT(*), SUM(i), SUM(d), SUM(i * i), SUM(d * d), SUM(i * d)
+FROM (
+    SELECT arm, user_id, SUM(impressions) AS i, SUM(downloads) AS d
+    FROM {p}event_user_days WHERE experiment = ? AND day >= ? AND day <= ?
+    GROUP BY arm, user_id
+) AS per_user
+GROUP BY arm
+UNION ALL
+SELECT arm, day, COUNT(*), SUM(impressions), SUM(downloads), SUM(impressions * impressions),
+       SUM(downloads * downloads), SUM(impressions * downloads)
+FROM {p}event_user_days WHERE experiment = ? AND day >= ? AND day <= ?
+GROUP BY day, arm
+"""
+
+# Impressions joined with their served list, served item and download (if any), in (ts, event_id)
+# order, one page at a time (keyset pagination: no server-side cursor needed in either dialect).
+_LABELED_PAGE = """
+SELECT e.ts, e.event_id, e.request_id, e.app_id, e.user_id, l.arm, l.model, l.version, l.user_json,
+       l.context_json, i.position, i.ctr, i.bid, i.features_json,
+       CASE WHEN d.event_id IS NULL THEN 0 ELSE 1 END AS label
+FROM {p}events AS e
+JOIN {p}served_lists AS l ON l.request_id = e.request_id
+JOIN {p}served_items AS i ON i.request_id = e.request_id AND i.app_id = e.app_id
+LEFT JOIN {p}events AS d ON d.request_id = e.request_id AND d.app_id = e.app_id AND d.type = 'download'
+WHERE e.type = 'impression' AND e.experiment = ? AND e.ts >= ? AND e.ts < ?
+  AND (e.ts > ? OR (e.ts = ? AND e.event_id > ?))
+ORDER BY e.ts, e.event_id
+LIMIT ?
+"""
+
+_SERVED_MODELS = (
+    "SELECT DISTINCT model, version FROM {p}served_lists WHERE experiment = ? AND ts >= ? AND ts < ? "
+    "ORDER BY model, version"
+)
+
+_PURGE = (
+    (
+        "served_items",
+        "DELETE FROM {p}served_items WHERE request_id IN "
+        "(SELECT request_id FROM {p}served_lists WHERE ts < ?)",
+    ),
+    ("served_lists", "DELETE FROM {p}served_lists WHERE ts < ?"),
+    ("events", "DELETE FROM {p}events WHERE ts < ?"),
+    ("user_days", "DELETE FROM {p}event_user_days WHERE day < ?"),
+)
+
+_INSERT_EVENTS_RETURNING = (
+    "INSERT INTO {p}events (" + EVENT_COLUMNS + ") VALUES {values} ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_SERVED_REFS = (
+    "SELECT l.request_id, l.user_id, l.experiment, l.arm, l.ts, i.app_id "
+    "FROM (VALUES {values}) AS p "
+    "JOIN {p}served_lists AS l ON l.request_id = p.column1 "
+    "LEFT JOIN {p}served_items AS i ON i.request_id = p.column1 AND i.app_id = p.column2"
+)
+
+
+class Queries:
+    """Every statement of the event log for one table prefix, in portable ``?`` form."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.insert_served_list = _INSERT_SERVED_LIST.format(p=prefix)
+        self.insert_served_item = _INSERT_SERVED_ITEM.format(p=prefix)
+        self.insert_event_unchecked = _INSERT_EVENT_UNCHECKED.format(p=prefix)
+        self.upsert_user_day = _UPSERT_USER_DAY.format(p=prefix)
+        self.clear_user_days = f"DELETE FROM {prefix}event_user_days"
+        self.rebuild_user_days = _REBUILD_USER_DAYS.format(p=prefix)
+        self.arm_sums = _ARM_SUMS.format(p=prefix)
+        self.labeled_page = _LABELED_PAGE.format(p=prefix)
+        self.served_models = _SERVED_MODELS.format(p=prefix)
+        self.purge = tuple((name, statement.format(p=prefix)) for name, statement in _PURGE)
+        self._cache: dict[tuple[str, int], str] = {}
+
+    def insert_events_returning(self, rows: int) -> str:
+        """A multi-row event insert returning the event_ids actually inserted (not conflicting)."""
+        key = ("insert", rows)
+        if key not in self._cache:
+            values = ", ".join([_EVENT_VALUES] * rows)
+            self._cache[key] = _INSERT_EVENTS_RETURNING.format(p=self.prefix, values=values)
+        return self._cache[key]
+
+    def served_refs(self, pairs: int) -> str:
+        """The served list of each (request_id, app_id) pair, with the app_id when it was returned."""
+        key = ("refs", pairs)
+        if key not in self._cache:
+            values = ", ".join(["(?, ?)"] * pairs)
+            self._cache[key] = _SERVED_REFS.format(p=self.prefix, values=values)
+        return self._cache[key]

@@ -1,0 +1,256 @@
+"""The event store: one narrow interface, one SQL implementation, two dialect flavours.
+
+``EventStore`` is what the rest of the event log uses. ``SqlEventStore`` implements it on
+``service.db.Database`` with SQL shared by both dialects (``service.events.sql``);
+``SQLiteEventStore`` and ``PostgresEventStore`` only differ in how a transaction is retried and how
+big one statement may be. ``open_event_store`` picks the right one for a database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+from service.db import Cursor, Database
+from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, ServedRef
+from service.events.rows import LabeledRow, event_row, served_rows, user_day_updates
+from service.events.schema import migrations
+from service.events.sql import Queries
+from service.events.validation import check_reference
+from service.served import ServedList
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DAY_S = 86400.0
+
+
+class EventStore(Protocol):
+    """Durable served lists and events, and the aggregates the report and the export read."""
+
+    def migrate(self) -> None: ...
+    def write_served(self, lists: Sequence[ServedList]) -> int: ...
+    def record_events(
+        self, batches: Sequence[Sequence[EventIn]], received_at: float
+    ) -> list[BatchOutcome]: ...
+    def arm_sums(self, experiment: str, first_day: int, last_day: int) -> list[ArmDaySums]: ...
+    def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]: ...
+    def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]: ...
+    def purge(self, older_than_days: int, now: float | None = None) -> PurgeCounts: ...
+
+
+class SqlEventStore:
+    """``EventStore`` on a ``Database``; subclasses set the dialect's limits and retry policy."""
+
+    max_rows_per_statement = 500
+    page_size = 10_000
+
+    def __init__(self, db: Database, prefix: str = "apprank_") -> None:
+        self.db = db
+        self.prefix = prefix
+        self.q = Queries(prefix)
+
+    def migrate(self) -> None:
+        """Create or upgrade the event log's tables."""
+        self.db.migrate(migrations(self.prefix))
+
+    def _retryable(self, error: Exception) -> bool:
+        del error
+        return False
+
+    def _transaction(self, work: Callable[[Cursor], T], attempts: int = 3) -> T:
+        """Run ``work`` in one transaction, retrying it when the dialect says the failure is transient."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.db.transaction() as cursor:
+                    return work(cursor)
+            except Exception as error:
+                if attempt == attempts or not self._retryable(error):
+                    raise
+                log.warning("event store transaction retried after %s (attempt %d)", error, attempt)
+                time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    def write_served(self, lists: Sequence[ServedList]) -> int:
+        """Store served lists and their returned items in one transaction; returns the item count."""
+        list_rows: list[tuple[Any, ...]] = []
+        item_rows: list[tuple[Any, ...]] = []
+        for served in lists:
+            list_row, items = served_rows(served)
+            list_rows.append(list_row)
+            item_rows.extend(items)
+
+        def work(cursor: Cursor) -> int:
+            cursor.executemany(self.db.sql(self.q.insert_served_list), list_rows)
+            if item_rows:
+                cursor.executemany(self.db.sql(self.q.insert_served_item), item_rows)
+            return len(item_rows)
+
+        return self._transaction(work)
+
+    def record_events(self, batches: Sequence[Sequence[EventIn]], received_at: float) -> list[BatchOutcome]:
+        """Check and insert several batches in one transaction (a group commit).
+
+        Events referring to no served request, to an item not returned for it, or to another user are
+        refused; an event whose id (or whose request, item and type) is already stored is a duplicate.
+        The per-user-day counts are updated for the newly inserted events only.
+        """
+        return self._transaction(lambda cursor: self._record(cursor, batches, received_at))
+
+    def _record(
+        self, cursor: Cursor, batches: Sequence[Sequence[EventIn]], received_at: float
+    ) -> list[BatchOutcome]:
+        pairs = sorted({(event.request_id, event.app_id) for batch in batches for event in batch})
+        refs = self._served_refs(cursor, pairs)
+        outcomes: list[BatchOutcome] = []
+        inserted_events: list[tuple[EventIn, ServedRef, float]] = []
+        for batch in batches:
+            outcome = BatchOutcome()
+            kept: list[tuple[EventIn, ServedRef, float]] = []
+            for event in batch:
+                ref = refs.get(event.request_id)
+                rejection = check_reference(event, ref, received_at)
+                if rejection is not None or ref is None:
+                    outcome.rejected.extend([rejection] if rejection is not None else [])
+                    continue
+                kept.append((event, ref, received_at if event.ts is None else event.ts))
+            new_ids = self._insert_events(cursor, [event_row(e, r, ts, received_at) for e, r, ts in kept])
+            for event, ref, ts in kept:
+                if event.event_id in new_ids:
+                    new_ids.discard(event.event_id)  # a repeated id in the batch is a duplicate
+                    outcome.accepted += 1
+                    outcome.accepted_by_arm[(ref.experiment, ref.arm, event.type)] += 1
+                    inserted_events.append((event, ref, ts))
+                else:
+                    outcome.duplicates += 1
+            outcomes.append(outcome)
+        updates = user_day_updates(inserted_events)
+        if updates:
+            cursor.executemany(self.db.sql(self.q.upsert_user_day), updates)
+        return outcomes
+
+    def _served_refs(self, cursor: Cursor, pairs: Sequence[tuple[str, str]]) -> dict[str, ServedRef]:
+        found: dict[str, tuple[str, str, str, float, set[str]]] = {}
+        step = self.max_rows_per_statement
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start : start + step]
+            cursor.execute(self.db.sql(self.q.served_refs(len(chunk))), [v for pair in chunk for v in pair])
+            for request_id, user_id, experiment, arm, ts, app_id in cursor.fetchall():
+                entry = found.setdefault(request_id, (user_id, experiment, arm, float(ts), set()))
+                if app_id is not None:
+                    entry[4].add(app_id)
+        return {rid: ServedRef(u, e, a, ts, frozenset(apps)) for rid, (u, e, a, ts, apps) in found.items()}
+
+    def _insert_events(self, cursor: Cursor, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+        inserted: set[str] = set()
+        step = self.max_rows_per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            cursor.execute(
+                self.db.sql(self.q.insert_events_returning(len(chunk))), [v for row in chunk for v in row]
+            )
+            inserted.update(row[0] for row in cursor.fetchall())
+        return inserted
+
+    def insert_events_unchecked(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Bulk-load trusted event rows (``sql.EVENT_COLUMNS`` order) without checks or user-day counts.
+
+        For benchmarks and imports: call ``rebuild_user_days`` afterwards.
+        """
+        self._transaction(lambda cursor: cursor.executemany(self.db.sql(self.q.insert_event_unchecked), rows))
+
+    def rebuild_user_days(self) -> None:
+        """Recompute the per-user-day counts from the events (after a bulk load, or as a repair)."""
+
+        def work(cursor: Cursor) -> None:
+            cursor.execute(self.q.clear_user_days)
+            cursor.execute(self.q.rebuild_user_days)
+
+        self._transaction(work)
+
+    def arm_sums(self, experiment: str, first_day: int, last_day: int) -> list[ArmDaySums]:
+        """Per-arm sums of per-user counts, overall and per day, for days in [first_day, last_day]."""
+        params = (experiment, first_day, last_day) * 2
+        with self.db.read() as cursor:
+            cursor.execute(self.db.sql(self.q.arm_sums), params)
+            rows = cursor.fetchall()
+        return [
+            ArmDaySums(
+                arm=arm,
+                day=None if day is None else int(day),
+                users=int(users),
+                impressions=int(impressions),
+                downloads=int(downloads),
+                sum_ii=float(sum_ii),
+                sum_dd=float(sum_dd),
+                sum_id=float(sum_id),
+            )
+            for arm, day, users, impressions, downloads, sum_ii, sum_dd, sum_id in rows
+        ]
+
+    def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
+        """The (model, version) pairs that served the experiment in [start_ts, end_ts)."""
+        with self.db.read() as cursor:
+            cursor.execute(self.db.sql(self.q.served_models), (experiment, start_ts, end_ts))
+            return [(str(model), str(version)) for model, version in cursor.fetchall()]
+
+    def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]:
+        """Every impression in [start_ts, end_ts) with its logged features and a 0/1 download label."""
+        after_ts, after_id = float("-inf"), ""
+        query = self.db.sql(self.q.labeled_page)
+        while True:
+            params = (experiment, start_ts, end_ts, after_ts, after_ts, after_id, self.page_size)
+            with self.db.read() as cursor:
+                cursor.execute(query, params)
+                page = cursor.fetchall()
+            for record in page:
+                yield LabeledRow.from_record(record)
+            if len(page) < self.page_size:
+                return
+            after_ts, after_id = float(page[-1][0]), str(page[-1][1])
+
+    def purge(self, older_than_days: int, now: float | None = None) -> PurgeCounts:
+        """Delete served lists, items, events and user-day counts of UTC days older than N days.
+
+        The cut is at a day boundary (the start of the UTC day ``older_than_days`` days before now),
+        so the per-user-day counts stay consistent with the remaining events.
+        """
+        if older_than_days < 0:
+            raise ValueError(f"older_than_days must be >= 0, got {older_than_days}")
+        cutoff_day = int(((time.time() if now is None else now) - older_than_days * DAY_S) // DAY_S)
+        cutoff_ts = cutoff_day * DAY_S
+
+        def work(cursor: Cursor) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for name, statement in self.q.purge:
+                cursor.execute(self.db.sql(statement), (cutoff_day if name == "user_days" else cutoff_ts,))
+                counts[name] = max(cursor.rowcount, 0)
+            return counts
+
+        counts = self._transaction(work)
+        log.info("purged event log rows before day %d: %s", cutoff_day, counts)
+        return PurgeCounts(**counts)
+
+
+class SQLiteEventStore(SqlEventStore):
+    """SQLite (WAL): one writer at a time; ``busy_timeout`` already makes writers wait their turn."""
+
+    max_rows_per_statement = 500  # 500 x 10 placeholders, far below SQLite's 32,766
+
+
+class PostgresEventStore(SqlEventStore):
+    """PostgreSQL: replicas writing the same keys may deadlock; such transactions are retried."""
+
+    max_rows_per_statement = 1000  # 1,000 x 10 parameters, below psycopg's 65,535
+
+    def _retryable(self, error: Exception) -> bool:
+        from psycopg import errors
+
+        return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
+
+
+def open_event_store(db: Database, prefix: str = "apprank_") -> SqlEventStore:
+    """The event store for ``db``'s dialect, tables named ``{prefix}...`` (created by ``migrate``)."""
+    store_class = PostgresEventStore if db.dialect == "postgresql" else SQLiteEventStore
+    return store_class(db, prefix)
