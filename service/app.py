@@ -1,0 +1,121 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; the lifespan loads models and stores.
+
+Nothing happens at import time. ``app_from_env`` is the factory uvicorn workers call
+(``uvicorn --factory service.app:app_from_env``), reading settings from ``APPRANK_*`` variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.api_models import rank_request_doc
+from service.auth import AdminTokens, AuthError
+from service.db import Database
+from service.errors import RequestError, UnavailableError
+from service.experiment_admin import ExperimentAdmin
+from service.experiment_store import ExperimentStore
+from service.experiments import ExperimentSpec
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.rank_service import RankService
+from service.registry import ModelRegistry, SessionOptions
+from service.router import Router
+from service.routes import experiments, health, models
+from service.routes.rank import rank_router
+from service.served import NullSink, ServedListSink
+from service.settings import ServiceSettings
+from service.state import ServiceState
+from service.sync import StoreSync
+
+log = logging.getLogger(__name__)
+BOOTSTRAP_ACTOR = "bootstrap"
+
+
+def build_state(settings: ServiceSettings, sink: ServedListSink) -> ServiceState:
+    """Open the store, load the bundles, seed experiments and wire the plain classes together."""
+    tokens = AdminTokens.parse(settings.admin_token.get_secret_value() if settings.admin_token else None)
+    db = Database(settings.database_url)
+    store = ExperimentStore(db, settings.table_prefix)
+    store.migrate()
+    options = SessionOptions(
+        settings.ort_device, settings.ort_intra_op_threads, settings.ort_inter_op_threads
+    )
+    registry = ModelRegistry(settings.models_dir, options)
+    router = Router(settings.default_experiment)
+    sync = StoreSync(store, router, registry, settings.sync_interval_s)
+    sync.refresh_experiments()
+    report = sync.reload_models()
+    log.info("models: loaded %s, refused %s", report.loaded, report.refused)
+    admin = ExperimentAdmin(store, registry, sync)
+    if settings.experiments_file is not None:
+        _seed_experiments(settings, store, admin)
+    ranking = RankService(registry, router, sink, settings.max_candidates, settings.default_model)
+    return ServiceState(settings, db, store, registry, router, sync, ranking, admin, tokens)
+
+
+def _seed_experiments(settings: ServiceSettings, store: ExperimentStore, admin: ExperimentAdmin) -> None:
+    """Create the experiments of ``experiments_file`` that the store does not have yet."""
+    assert settings.experiments_file is not None
+    entries: list[dict[str, Any]] = json.loads(settings.experiments_file.read_text())
+    for entry in entries:
+        name = str(entry.pop("name"))
+        if store.get(name) is None:
+            admin.put(name, ExperimentSpec.model_validate(entry), BOOTSTRAP_ACTOR)
+            log.info("created experiment %s from %s", name, settings.experiments_file)
+
+
+def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink | None = None) -> FastAPI:
+    """The ranking service. ``sink`` receives every served list (default: discarded)."""
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await asyncio.to_thread(build_state, settings, sink or NullSink())
+        app.state.service = state
+        state.sync.start()
+        try:
+            yield
+        finally:
+            state.sync.stop()
+            state.db.close()
+
+    app = FastAPI(title="apprank", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(rank_router(rank_request_doc(settings.max_candidates)))
+    app.include_router(models.router)
+    app.include_router(experiments.router)
+    app.include_router(health.router)
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def request_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestError)
+        return Response(error.body(), status_code=error.status, media_type="application/json")
+
+    async def unavailable(_: Request, error: Exception) -> Response:
+        return JSONResponse({"detail": str(error)}, status_code=503)
+
+    async def auth_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, AuthError)
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse({"detail": error.message}, status_code=error.status, headers=headers)
+
+    app.add_exception_handler(RequestError, request_error)
+    app.add_exception_handler(UnavailableError, unavailable)
+    app.add_exception_handler(AuthError, auth_error)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: settings from the environment."""
+    return create_app(ServiceSettings())

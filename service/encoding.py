@@ -1,0 +1,197 @@
+"""Request -> model inputs with the bundle's own FeatureEncoder, columnar.
+
+User and context fields are encoded once (one row) and broadcast to the N candidates; item fields are
+gathered into one column per field and encoded in one call per request. For categorical fields the
+encoder's vocabulary is compiled at load into a ``token -> index`` dict *by running the encoder itself on
+every vocabulary token*, so a column of strings is mapped by one C-level ``map(dict.get, ...)``; values
+that miss the dict (unknown tokens, numbers, booleans) are re-encoded by the encoder, so the result is
+always exactly ``encoder.transform``'s (``tests/service/test_encoding.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model.columns import first_bad_number
+from model.encoder import CategoricalState, FeatureEncoder, InputRole
+from model.schema import FeatureKind, FeatureSpec, Source
+from model.vocabulary import MISSING, OOV
+from service.errors import Loc, RequestError
+from service.metrics import FeatureStats
+from service.payload import RankRequest
+
+Arrays = dict[str, npt.NDArray[Any]]
+LocOf = Callable[[str, int], Loc]
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_MULTI = _SCALARS | {list}
+
+
+def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+class RequestEncoder:
+    """Encodes the fields of a /rank request for one bundle's encoder."""
+
+    def __init__(self, encoder: FeatureEncoder) -> None:
+        self.encoder = encoder
+        schema = encoder.schema
+        self.shared = schema.by_source(Source.USER) + schema.by_source(Source.CONTEXT)
+        self.items = schema.by_source(Source.ITEM)
+        self.user_id_field = schema.user_id_field
+        self.item_id_field = schema.item_id_field
+        self.roles = {f.name: f.role for f in encoder.layout.fields}
+        self.tables = {
+            name: self._table(name, state.vocabulary)
+            for name, state in encoder.states.items()
+            if isinstance(state, CategoricalState)
+        }
+        self.stats = FeatureStats(schema.names)
+        self._position = {name: i for i, name in enumerate(schema.names)}
+
+    def _table(self, name: str, vocabulary: list[str]) -> dict[Any, int]:
+        tokens = np.array([*vocabulary, ""], dtype=str)
+        codes = self.encoder.transform({name: tokens}, tokens.size)[name].tolist()
+        table: dict[Any, int] = dict(zip(tokens.tolist(), codes, strict=True))
+        table[None] = int(self.encoder.transform({name: _objects([None])}, 1)[name][0])
+        return table
+
+    def encode(self, request: RankRequest) -> Arrays:
+        """The model inputs for every candidate of ``request``, keyed by field name.
+
+        Raises:
+            RequestError: a feature value has the wrong type or cannot be read (the loc names it).
+        """
+        n = len(request.app_ids)
+        counts = np.zeros((3, len(self._position)), dtype=np.int64)
+        inputs = self._encode_shared(request, n, counts)
+        inputs.update(self._encode_items(request, n, counts))
+        self.stats.add_many(counts)
+        return inputs
+
+    def _encode_shared(self, request: RankRequest, n: int, counts: npt.NDArray[np.int64]) -> Arrays:
+        slow: dict[str, npt.NDArray[Any]] = {}
+        single: Arrays = {}
+        for spec in self.shared:
+            source = request.user if spec.source is Source.USER else request.context
+            value = source.get(spec.name)
+            if value is None and spec.name == self.user_id_field:
+                value = request.user_id
+            table = self.tables.get(spec.name)
+            if table is not None and (value is None or type(value) is str):
+                single[spec.name] = np.array([table.get(value, OOV)], dtype=np.int64)
+            else:
+                _check_types([value], spec, _shared_locator(spec))
+                slow[spec.name] = _objects([value])
+        if slow:
+            single.update(
+                self._transform(slow, 1, lambda name, row: _shared_loc(self.schema_field(name), row))
+            )
+        out: Arrays = {}
+        for name, column in single.items():
+            self._count(name, column, 1, counts)
+            out[name] = np.repeat(column, n, axis=0)
+        return out
+
+    def _encode_items(self, request: RankRequest, n: int, counts: npt.NDArray[np.int64]) -> Arrays:
+        out: Arrays = {}
+        slow: dict[str, npt.NDArray[Any]] = {}
+        for spec in self.items:
+            name = spec.name
+            column: list[Any] = [f.get(name) for f in request.features]
+            if name == self.item_id_field and column.count(None):
+                column = [request.app_ids[i] if v is None else v for i, v in enumerate(column)]
+            table = self.tables.get(name)
+            if table is not None:
+                out[name] = self._lookup(spec, table, column)
+            else:
+                _check_types(column, spec, _item_locator(spec.name, None))
+                slow[name] = _objects(column)
+        if slow:
+            out.update(self._transform(slow, n, _item_loc))
+        for name, encoded in out.items():
+            self._count(name, encoded, n, counts)
+        return out
+
+    def schema_field(self, name: str) -> FeatureSpec:
+        return self.encoder.schema.field(name)
+
+    def _lookup(
+        self, spec: FeatureSpec, table: Mapping[Any, int], column: list[Any]
+    ) -> npt.NDArray[np.int64]:
+        codes = np.fromiter(map(table.get, column, repeat(OOV)), dtype=np.int64, count=len(column))
+        misses = np.flatnonzero(codes == OOV)
+        if misses.size:
+            rows = misses.tolist()
+            values = [column[i] for i in rows]
+            _check_types(values, spec, _item_locator(spec.name, rows))
+            codes[misses] = self.encoder.transform({spec.name: _objects(values)}, len(values))[spec.name]
+        return codes
+
+    def _transform(self, columns: dict[str, npt.NDArray[Any]], n: int, loc_of: LocOf) -> Arrays:
+        """``encoder.transform`` on some columns; a ValueError (a number that is not one) becomes a 422."""
+        try:
+            encoded = self.encoder.transform(columns, n)
+        except ValueError as error:
+            name, _, reason = str(error).partition(": ")
+            if name not in columns:
+                raise RequestError.at(("body",), str(error)) from None
+            row = first_bad_number(columns[name])
+            raise RequestError.at(loc_of(name, row or 0), reason) from None
+        return {name: encoded[name] for name in columns}
+
+    def _count(self, name: str, column: npt.NDArray[Any], values: int, counts: npt.NDArray[np.int64]) -> None:
+        i = self._position[name]
+        role = self.roles[name]
+        counts[0, i] += values
+        if role is InputRole.INDEX:
+            counts[1, i] += np.count_nonzero(column == MISSING)
+            counts[2, i] += np.count_nonzero(column == OOV)
+        elif role is InputRole.BAG:
+            counts[1, i] += np.count_nonzero(~column.any(axis=1))
+            counts[2, i] += np.count_nonzero(column == OOV)
+
+
+def _shared_loc(spec: FeatureSpec, row: int) -> Loc:
+    del row
+    return ("body", spec.source.value, spec.name)
+
+
+def _shared_locator(spec: FeatureSpec) -> Callable[[int], Loc]:
+    def loc(row: int) -> Loc:
+        return _shared_loc(spec, row)
+
+    return loc
+
+
+def _item_locator(name: str, rows: Sequence[int] | None) -> Callable[[int], Loc]:
+    """Where value ``k`` of a column sits; ``rows`` maps k to the candidate when values are a subset."""
+
+    def loc(k: int) -> Loc:
+        return _item_loc(name, k if rows is None else rows[k])
+
+    return loc
+
+
+def _item_loc(name: str, row: int) -> Loc:
+    return ("body", "candidates", row, "features", name)
+
+
+def _check_types(values: Sequence[Any], spec: FeatureSpec, loc: Callable[[int], Loc]) -> None:
+    """Feature values are JSON scalars (lists of scalars too for multi-valued fields)."""
+    allowed = _MULTI if spec.kind is FeatureKind.MULTI else _SCALARS
+    kinds = set(map(type, values))
+    if kinds <= allowed and (list not in kinds or _scalar_lists(values)):
+        return
+    first = next(i for i, v in enumerate(values) if type(v) not in allowed or not _scalar_lists([v]))
+    what = "a scalar or a list of scalars" if spec.kind == "multi" else "a string, number, boolean or null"
+    raise RequestError.at(loc(first), f"must be {what}", "type_error")
+
+
+def _scalar_lists(values: Sequence[Any]) -> bool:
+    return all(type(item) in _SCALARS for v in values if type(v) is list for item in v)

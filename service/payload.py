@@ -1,0 +1,211 @@
+"""Parsing and validating the body of ``POST /rank``, columnar and fast.
+
+orjson parses; the checks then run over whole columns (``set(map(type, column))``, numpy) instead of a
+pydantic model per candidate, which costs ~3 ms for 1,000 candidates. Every failure is a ``RequestError``
+naming the field path and the reason. Bodies orjson refuses are parsed again by the standard library
+only to find a NaN or Infinity and name its field; anything else is malformed JSON (400).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from service.errors import Loc, RequestError
+from service.experiments import Objective
+
+MAX_ID_LENGTH = 256
+_NONE = type(None)
+_OBJECTIVES = {o.value: o for o in Objective}
+
+
+@dataclass(slots=True)
+class RankRequest:
+    """A validated /rank request, with the candidate columns the ranker needs.
+
+    ``bids`` is None when no candidate has a bid, else float64 with NaN where a bid is absent.
+    ``features`` holds one dict per candidate (``{}`` when absent).
+    """
+
+    user_id: str
+    user: dict[str, Any]
+    context: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    app_ids: list[str]
+    features: list[dict[str, Any]]
+    bids: npt.NDArray[np.float64] | None
+    objective: Objective | None
+    top_k: int | None
+    experiment: str | None
+
+
+def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
+    """Validate a /rank body.
+
+    Raises:
+        RequestError: 400 for malformed JSON, 422 for a valid JSON document that breaks a rule.
+    """
+    data = load_json(body)
+    if type(data) is not dict:
+        raise RequestError.at(("body",), "must be a JSON object", "type_error")
+    candidates = _candidates(data, max_candidates)
+    app_ids = _app_ids(candidates)
+    return RankRequest(
+        user_id=_identifier(data.get("user_id"), ("body", "user_id"), required=True) or "",
+        user=_object(data.get("user"), ("body", "user")),
+        context=_object(data.get("context"), ("body", "context")),
+        candidates=candidates,
+        app_ids=app_ids,
+        features=_features(candidates),
+        bids=_bids(candidates),
+        objective=_objective(data.get("objective")),
+        top_k=_top_k(data.get("top_k")),
+        experiment=_identifier(data.get("experiment"), ("body", "experiment"), required=False),
+    )
+
+
+def load_json(body: bytes) -> Any:
+    """orjson, with a located error for NaN / Infinity and a 400 for anything malformed."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        reason = str(error)
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RequestError.at(("body",), f"malformed JSON: {reason}", "json_invalid", 400) from None
+    for loc in _non_finite(data, ("body",)):
+        raise RequestError.at(loc, "must be a finite number (NaN and Infinity are not JSON)", "finite_number")
+    raise RequestError.at(("body",), f"malformed JSON: {reason}", "json_invalid", 400)
+
+
+def _non_finite(value: Any, loc: Loc) -> Iterator[Loc]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*loc, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*loc, index))
+
+
+def _identifier(value: Any, loc: Loc, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise RequestError.at(loc, "field required", "missing")
+        return None
+    if type(value) is not str:
+        raise RequestError.at(loc, "must be a string", "string_type")
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        raise RequestError.at(loc, f"must have 1 to {MAX_ID_LENGTH} characters", "string_length")
+    return value
+
+
+def _object(value: Any, loc: Loc) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise RequestError.at(loc, "must be an object of feature values", "dict_type")
+    return value
+
+
+def _candidates(data: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    loc: Loc = ("body", "candidates")
+    candidates = data.get("candidates")
+    if candidates is None:
+        raise RequestError.at(loc, "field required", "missing")
+    if type(candidates) is not list:
+        raise RequestError.at(loc, "must be a list of candidates", "list_type")
+    if not candidates:
+        raise RequestError.at(loc, "must hold at least 1 candidate", "too_short")
+    if len(candidates) > limit:
+        raise RequestError.at(loc, f"holds {len(candidates)} candidates, the limit is {limit}", "too_long")
+    if set(map(type, candidates)) != {dict}:
+        first = next(i for i, c in enumerate(candidates) if type(c) is not dict)
+        raise RequestError.at((*loc, first), "must be an object", "dict_type")
+    return candidates
+
+
+def _app_ids(candidates: list[dict[str, Any]]) -> list[str]:
+    raw = [c.get("app_id") for c in candidates]
+    if set(map(type, raw)) != {str}:
+        first = next(i for i, a in enumerate(raw) if type(a) is not str)
+        missing = raw[first] is None
+        msg, kind = ("field required", "missing") if missing else ("must be a string", "string_type")
+        raise RequestError.at(("body", "candidates", first, "app_id"), msg, kind)
+    app_ids = cast(list[str], raw)
+    lengths = list(map(len, app_ids))
+    if min(lengths) == 0 or max(lengths) > MAX_ID_LENGTH:
+        first = next(i for i, n in enumerate(lengths) if not 0 < n <= MAX_ID_LENGTH)
+        loc: Loc = ("body", "candidates", first, "app_id")
+        raise RequestError.at(loc, f"must have 1 to {MAX_ID_LENGTH} characters", "string_length")
+    if len(set(app_ids)) != len(app_ids):
+        seen: dict[str, int] = {}
+        for index, app_id in enumerate(app_ids):
+            if app_id in seen:
+                msg = f"duplicate app_id {app_id!r} (also candidate {seen[app_id]})"
+                raise RequestError.at(("body", "candidates", index, "app_id"), msg, "duplicate")
+            seen[app_id] = index
+    return app_ids
+
+
+def _features(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    features: list[Any] = [c.get("features") for c in candidates]
+    kinds = set(map(type, features))
+    if kinds == {dict}:
+        return features
+    if kinds <= {dict, _NONE}:
+        return [{} if f is None else f for f in features]
+    first = next(i for i, f in enumerate(features) if type(f) not in (dict, _NONE))
+    raise RequestError.at(("body", "candidates", first, "features"), "must be an object", "dict_type")
+
+
+def _bids(candidates: list[dict[str, Any]]) -> npt.NDArray[np.float64] | None:
+    bids = [c.get("bid") for c in candidates]
+    kinds = set(map(type, bids))
+    if kinds == {_NONE}:
+        return None
+    if not kinds <= {int, float, _NONE}:
+        first = next(i for i, b in enumerate(bids) if type(b) not in (int, float, _NONE))
+        raise RequestError.at(("body", "candidates", first, "bid"), "must be a number", "float_type")
+    try:
+        values = np.array(bids, dtype=np.float64)
+    except OverflowError:
+        values = np.array(
+            [math.inf if b is not None and abs(b) > 1e308 else b for b in bids], dtype=np.float64
+        )
+    bad = np.flatnonzero((values < 0) | np.isinf(values))
+    if bad.size:
+        first = int(bad[0])
+        raise RequestError.at(
+            ("body", "candidates", first, "bid"), "must be a finite number >= 0", "greater_than_equal"
+        )
+    return values
+
+
+def _objective(value: Any) -> Objective | None:
+    if value is None:
+        return None
+    objective = _OBJECTIVES.get(value) if type(value) is str else None
+    if objective is None:
+        allowed = ", ".join(repr(o) for o in _OBJECTIVES)
+        raise RequestError.at(("body", "objective"), f"must be one of {allowed}", "enum")
+    return objective
+
+
+def _top_k(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise RequestError.at(("body", "top_k"), "must be an integer", "int_type")
+    if value < 1:
+        raise RequestError.at(("body", "top_k"), "must be >= 1", "greater_than_equal")
+    return value

@@ -1,0 +1,126 @@
+"""``POST /rank`` end to end, as a plain class: parse, route, rank, render, log the served list."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from operator import itemgetter
+from typing import Any
+
+import orjson
+
+from service.errors import RequestError, UnavailableError
+from service.metrics import MODEL_INFERENCE, RANK_CANDIDATES, RANK_DURATION
+from service.payload import RankRequest, parse_rank_request
+from service.ranker import Ranker, Ranking
+from service.registry import LoadedModel, ModelRegistry
+from service.router import Assignment, Router, UnknownExperimentError
+from service.served import ServedList, ServedListSink
+
+
+class RankService:
+    """Turns a /rank body into the response bytes; hands every served list to ``sink``."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        router: Router,
+        sink: ServedListSink,
+        max_candidates: int,
+        default_model: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.router = router
+        self.sink = sink
+        self.max_candidates = max_candidates
+        self.default_model = default_model
+        self.ranker = Ranker()
+
+    def handle(self, body: bytes) -> bytes:
+        """The JSON response for a /rank body.
+
+        Raises:
+            RequestError: bad input (4xx naming the field).
+            UnavailableError: no model can serve this request (503).
+        """
+        started = time.perf_counter()
+        request = parse_rank_request(body, self.max_candidates)
+        assignment = self._assign(request)
+        model = self.registry.get(assignment.model)
+        if model is None:
+            raise UnavailableError(f"model {assignment.model!r} of arm {assignment.arm!r} is not loaded")
+        objective = request.objective or assignment.objective
+        ranking = self.ranker.rank(model, request, objective)
+        request_id = uuid.uuid4().hex
+        content = render(request_id, assignment, model, objective.value, request.app_ids, ranking)
+        self.sink.submit(_served(request_id, assignment, model, objective.value, request, ranking))
+        MODEL_INFERENCE.labels(model.name, model.version).observe(ranking.inference_s)
+        RANK_CANDIDATES.observe(len(request.app_ids))
+        RANK_DURATION.labels(assignment.experiment, assignment.arm).observe(time.perf_counter() - started)
+        return content
+
+    def _assign(self, request: RankRequest) -> Assignment:
+        default_model = self.default_model or self.registry.default_name()
+        if default_model is None:
+            raise UnavailableError("no model is loaded")
+        try:
+            return self.router.assign(request.experiment, request.user_id, default_model)
+        except UnknownExperimentError:
+            known = ", ".join(sorted(self.router.experiments)) or "none"
+            msg = f"unknown experiment {request.experiment!r} (known: {known})"
+            raise RequestError.at(("body", "experiment"), msg, "unknown_experiment") from None
+
+
+def render(
+    request_id: str,
+    assignment: Assignment,
+    model: LoadedModel,
+    objective: str,
+    app_ids: list[str],
+    ranking: Ranking,
+) -> bytes:
+    """The response JSON: identity of what served, then the items best first."""
+    order = ranking.order.tolist()
+    ids = [app_ids[order[0]]] if len(order) == 1 else list(itemgetter(*order)(app_ids))
+    ctrs = ranking.ctr[ranking.order].tolist()
+    scores = ctrs if ranking.score is ranking.ctr else ranking.score[ranking.order].tolist()
+    items = [
+        {"app_id": a, "ctr": c, "score": s, "position": p}
+        for p, a, c, s in zip(range(1, len(ids) + 1), ids, ctrs, scores, strict=True)
+    ]
+    response: dict[str, Any] = {
+        "request_id": request_id,
+        "experiment": assignment.experiment,
+        "arm": assignment.arm,
+        "model": model.name,
+        "version": model.version,
+        "objective": objective,
+        "items": items,
+    }
+    return orjson.dumps(response)
+
+
+def _served(
+    request_id: str,
+    assignment: Assignment,
+    model: LoadedModel,
+    objective: str,
+    request: RankRequest,
+    ranking: Ranking,
+) -> ServedList:
+    return ServedList(
+        request_id=request_id,
+        ts=time.time(),
+        experiment=assignment.experiment,
+        arm=assignment.arm,
+        bucket=assignment.bucket,
+        model=model.name,
+        version=model.version,
+        objective=objective,
+        user_id=request.user_id,
+        user=request.user,
+        context=request.context,
+        candidates=request.candidates,
+        order=ranking.order,
+        ctr=ranking.ctr,
+    )

@@ -1,0 +1,1 @@
+"""HTTP routes: thin functions that validate, call a plain class and shape the answer."""

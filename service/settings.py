@@ -1,0 +1,55 @@
+"""Service settings: every knob comes from ``APPRANK_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
+
+
+class ServiceSettings(BaseSettings):
+    """What the ranking service needs to start.
+
+    Attributes:
+        models_dir: directory holding one model bundle per subdirectory; the subdirectory's name is the
+            model name that experiment arms refer to.
+        database_url: where experiments and their audit live (``sqlite:///...`` or ``postgresql://...``).
+        table_prefix: prefix of the service's tables (lets several deployments or test runs share a DB).
+        admin_token: ``token`` or ``name:token[,name:token]``; needed to change experiments or reload.
+        max_candidates: largest candidate list accepted by ``POST /rank``.
+        max_body_bytes: largest request body accepted (413 above it).
+        default_experiment: experiment used when a request names none.
+        default_model: model served when no experiment applies (default: the first model by name).
+        ort_device: ``auto`` uses CUDA when onnxruntime-gpu sees a GPU, else CPU.
+        ort_intra_op_threads, ort_inter_op_threads: ONNX Runtime thread pools (1 suits one process per core).
+        sync_interval_s: how often each worker polls the store for experiment or model changes.
+        experiments_file: optional JSON list of experiments created at start when absent from the store.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")
+
+    models_dir: Path = Path("models")
+    database_url: str = "sqlite:///var/apprank.db"
+    table_prefix: str = "apprank_"
+    admin_token: SecretStr | None = None
+    max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 2_000
+    max_body_bytes: Annotated[int, Field(ge=1_024)] = 4 * 1024 * 1024
+    default_experiment: str = "default"
+    default_model: str | None = None
+    ort_device: Literal["auto", "cpu", "cuda"] = "auto"
+    ort_intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    ort_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    sync_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
+    experiments_file: Path | None = None
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _identifier_prefix(cls, value: str) -> str:
+        if not _PREFIX.match(value):
+            raise ValueError("table_prefix must be lower-case letters, digits and _ (at most 31)")
+        return value

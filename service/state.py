@@ -1,0 +1,44 @@
+"""The objects one app instance runs on, built in the lifespan and reached by routes through Depends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.auth import AdminTokens
+from service.db import Database
+from service.experiment_admin import ExperimentAdmin
+from service.experiment_store import ExperimentStore
+from service.rank_service import RankService
+from service.registry import ModelRegistry
+from service.router import Router
+from service.settings import ServiceSettings
+from service.sync import StoreSync
+
+
+@dataclass
+class ServiceState:
+    """Everything the routes call into."""
+
+    settings: ServiceSettings
+    db: Database
+    store: ExperimentStore
+    registry: ModelRegistry
+    router: Router
+    sync: StoreSync
+    ranking: RankService
+    admin: ExperimentAdmin
+    tokens: AdminTokens
+
+
+def get_state(request: Request) -> ServiceState:
+    """Dependency: the app's ServiceState."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    """Dependency: the app's settings."""
+    settings: ServiceSettings = request.app.state.settings
+    return settings
