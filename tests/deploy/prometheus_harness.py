@@ -156,6 +156,14 @@ class PrometheusServer:
         """``expr``'s current values keyed by one label."""
         return {row["metric"].get(label, ""): float(row["value"][1]) for row in self.query(expr)}
 
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its ``health`` (``ok`` once evaluated without error) and ``lastError``."""
+        body = self._get("/api/v1/rules")
+        if body is None:
+            raise RuntimeError(f"GET /api/v1/rules failed\n{self.log()}")
+        groups: list[dict[str, Any]] = json.loads(body)["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
     def wait_for_scrapes(self, count: int, timeout_s: float = 60.0) -> None:
         """Wait until every target has been scraped successfully ``count`` times."""
         expr = f'count_over_time(up{{job="apprank"}}[1h]) >= {count} and up{{job="apprank"}} == 1'
