@@ -10,7 +10,7 @@ always exactly ``encoder.transform``'s (``tests/service/test_encoding.py`` check
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -103,14 +103,13 @@ class RequestEncoder:
         slow: dict[str, npt.NDArray[Any]] = {}
         for spec in self.items:
             name = spec.name
-            column: list[Any] = [f.get(name) for f in request.features]
-            if name == self.item_id_field and column.count(None):
-                column = [request.app_ids[i] if v is None else v for i, v in enumerate(column)]
+            defaults = request.app_ids if name == self.item_id_field else None
             table = self.tables.get(name)
             if table is not None:
-                out[name] = self._lookup(spec, table, column)
+                out[name] = self._lookup(spec, table, request.features, defaults)
             else:
-                _check_types(column, spec, _item_locator(spec.name, None))
+                column = list(_values(request.features, name, defaults))
+                _check_types(column, spec, _item_locator(name, None))
                 slow[name] = _objects(column)
         if slow:
             out.update(self._transform(slow, n, _item_loc))
@@ -122,13 +121,21 @@ class RequestEncoder:
         return self.encoder.schema.field(name)
 
     def _lookup(
-        self, spec: FeatureSpec, table: Mapping[Any, int], column: list[Any]
+        self,
+        spec: FeatureSpec,
+        table: Mapping[Any, int],
+        features: list[dict[str, Any]],
+        defaults: list[str] | None,
     ) -> npt.NDArray[np.int64]:
-        codes = np.fromiter(map(table.get, column, repeat(OOV)), dtype=np.int64, count=len(column))
+        """Codes of one categorical item column through the compiled table; misses go through the encoder."""
+        n = len(features)
+        codes = np.fromiter(map(table.get, _values(features, spec.name, defaults), repeat(OOV)), np.int64, n)
         misses = np.flatnonzero(codes == OOV)
         if misses.size:
             rows = misses.tolist()
-            values = [column[i] for i in rows]
+            values = list(
+                _values([features[i] for i in rows], spec.name, defaults and [defaults[i] for i in rows])
+            )
             _check_types(values, spec, _item_locator(spec.name, rows))
             codes[misses] = self.encoder.transform({spec.name: _objects(values)}, len(values))[spec.name]
         return codes
@@ -155,6 +162,13 @@ class RequestEncoder:
         elif role is InputRole.BAG:
             counts[1, i] += np.count_nonzero(~column.any(axis=1))
             counts[2, i] += np.count_nonzero(column == OOV)
+
+
+def _values(features: list[dict[str, Any]], name: str, defaults: list[str] | None) -> Iterator[Any]:
+    """Column ``name`` of the candidates' features (C-level ``map``), ``defaults`` where a key is absent."""
+    if defaults is None:
+        return map(dict.get, features, repeat(name))
+    return map(dict.get, features, repeat(name), defaults)
 
 
 def _shared_loc(spec: FeatureSpec, row: int) -> Loc:

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, cast
 
 import numpy as np
@@ -97,6 +98,11 @@ def _non_finite(value: Any, loc: Loc) -> Iterator[Loc]:
             yield from _non_finite(item, (*loc, index))
 
 
+def _column(candidates: list[dict[str, Any]], key: str) -> list[Any]:
+    """``[c.get(key) for c in candidates]``, looped in C."""
+    return list(map(dict.get, candidates, repeat(key)))
+
+
 def _identifier(value: Any, loc: Loc, *, required: bool) -> str | None:
     if value is None:
         if required:
@@ -135,7 +141,7 @@ def _candidates(data: dict[str, Any], limit: int) -> list[dict[str, Any]]:
 
 
 def _app_ids(candidates: list[dict[str, Any]]) -> list[str]:
-    raw = [c.get("app_id") for c in candidates]
+    raw = _column(candidates, "app_id")
     if set(map(type, raw)) != {str}:
         first = next(i for i, a in enumerate(raw) if type(a) is not str)
         missing = raw[first] is None
@@ -158,7 +164,7 @@ def _app_ids(candidates: list[dict[str, Any]]) -> list[str]:
 
 
 def _features(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    features: list[Any] = [c.get("features") for c in candidates]
+    features = _column(candidates, "features")
     kinds = set(map(type, features))
     if kinds == {dict}:
         return features
@@ -169,7 +175,7 @@ def _features(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _bids(candidates: list[dict[str, Any]]) -> npt.NDArray[np.float64] | None:
-    bids = [c.get("bid") for c in candidates]
+    bids = _column(candidates, "bid")
     kinds = set(map(type, bids))
     if kinds == {_NONE}:
         return None

@@ -1,0 +1,45 @@
+"""``apprank serve``: the ranking service under uvicorn (registered by ``apprank.cli``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to the ``apprank`` CLI."""
+
+    @app.command()
+    def serve(
+        models: Annotated[Path, typer.Option("--models", help="directory with one bundle per subdirectory")],
+        host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+        workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes (one per core)")] = 1,
+        metrics_dir: Annotated[
+            Path | None, typer.Option(help="PROMETHEUS_MULTIPROC_DIR with several workers (wiped at start)")
+        ] = None,
+    ) -> None:
+        """Serve POST /rank over the bundles in MODELS (settings: APPRANK_* environment variables)."""
+        import uvicorn
+
+        from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        os.environ["APPRANK_MODELS_DIR"] = str(models)
+        if workers > 1 or metrics_dir is not None or os.environ.get(MULTIPROC_ENV):
+            default = Path(tempfile.gettempdir()) / f"apprank-metrics-{port}"
+            prepare_multiprocess_dir(metrics_dir or Path(os.environ.get(MULTIPROC_ENV) or default))
+        uvicorn.run(
+            "service.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_level="info",
+            loop="auto",
+            http="auto",
+        )
