@@ -84,10 +84,15 @@ class EventLog:
 
     @classmethod
     def open(
-        cls, url: str, config: EventLogConfig | None = None, *, counters: EventCounters | None = None
+        cls,
+        url: str,
+        config: EventLogConfig | None = None,
+        *,
+        counters: EventCounters | None = None,
+        prefix: str = "apprank_",
     ) -> EventLog:
         """An event log on its own database connection(s) at ``url`` (closed by ``close()``)."""
-        return cls(Database(url), config, counters=counters, owns_db=True)
+        return cls(Database(url), config, counters=counters, owns_db=True, prefix=prefix)
 
     @property
     def sink(self) -> ServedListWriter:

@@ -8,8 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from service.events.models import ArmDaySums
+from service.events.models import ArmDaySums, EventIn
 from service.events.store import SqlEventStore
+from service.served import ServedList
 from tests.service.test_events_support import event_in, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]
@@ -105,7 +106,9 @@ def test_events_that_do_not_match_a_served_list_are_refused(
 def test_per_user_day_counts_agree_with_the_events(store: SqlEventStore) -> None:
     rng = np.random.default_rng(7)
     start = (time.time() // DAY - 3) * DAY
-    served, batch, expected = [], [], {}
+    served: list[ServedList] = []
+    batch: list[EventIn] = []
+    expected: dict[tuple[str, str, int], list[int]] = {}
     for r in range(40):
         user, arm, ts = f"u{r % 7}", "control" if r % 7 < 4 else "treatment", start + (r % 3) * DAY + 3600
         served.append(served_list(f"r{r}", user_id=user, arm=arm, ts=ts))

@@ -1,0 +1,132 @@
+"""The served-list writer (bounded, non-blocking, flushed in batches) and the group committer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from service.events.committer import CommitterClosed, GroupCommitter
+from service.events.counters import EventCounters
+from service.events.models import BatchOutcome, EventIn
+from service.events.store import SqlEventStore
+from service.events.writer import ServedListWriter
+from service.served import ServedList
+from tests.service.test_events_support import event_in, served_list
+
+pytest_plugins = ["tests.service.test_events_support"]
+
+
+class RecordingStore:
+    """Stands in for the event store: records what is written; can be made to fail or to block."""
+
+    def __init__(self) -> None:
+        self.lists: list[str] = []
+        self.calls: list[int] = []
+        self.fail = False
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def write_served(self, lists: Sequence[ServedList]) -> int:
+        if self.fail:
+            raise RuntimeError("database gone")
+        self.lists.extend(served.request_id for served in lists)
+        return len(lists)
+
+    def record_events(self, batches: Sequence[Sequence[EventIn]], received_at: float) -> list[BatchOutcome]:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(5.0)
+            self.gate = None
+        self.calls.append(len(batches))
+        return [BatchOutcome(accepted=len(batch)) for batch in batches]
+
+
+def test_submit_never_blocks_and_drops_beyond_the_bound() -> None:
+    counters = EventCounters()
+    writer = ServedListWriter(RecordingStore(), counters, max_queue=3)  # type: ignore[arg-type]
+    for i in range(5):
+        writer.submit(served_list(f"r{i}"))
+    assert (writer.queue_depth(), writer.dropped, counters.dropped) == (3, 2, 2)
+    assert writer.is_pending(["r2"]) and not writer.is_pending(["r4"])
+
+
+def test_close_writes_everything_that_was_queued() -> None:
+    store = RecordingStore()
+    writer = ServedListWriter(store, EventCounters(), flush_interval_s=60.0, max_batch=4)  # type: ignore[arg-type]
+    writer.start()
+    for i in range(10):
+        writer.submit(served_list(f"r{i}"))
+    writer.close()
+    assert store.lists == [f"r{i}" for i in range(10)]
+    assert (writer.written, writer.queue_depth()) == (10, 0)
+    writer.submit(served_list("late"))  # after close: dropped and counted, never silently lost
+    assert writer.dropped == 1
+
+
+def test_lists_reach_the_store_within_the_flush_interval(store: SqlEventStore) -> None:
+    writer = ServedListWriter(store, EventCounters(), flush_interval_s=0.05)
+    writer.start()
+    try:
+        writer.submit(served_list("r1"))
+        deadline = time.monotonic() + 2.0
+        while writer.written == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.written == 1
+        assert store.served_models("exp", 0, float("inf")) == [("lr", "20260101.000000")]
+    finally:
+        writer.close()
+
+
+def test_a_failed_write_is_counted_as_dropped() -> None:
+    store = RecordingStore()
+    store.fail = True
+    counters = EventCounters()
+    writer = ServedListWriter(store, counters)  # type: ignore[arg-type]
+    writer.submit(served_list("r1"))
+    writer.close()  # never started: close writes from the caller's thread
+    assert (writer.dropped, counters.dropped, writer.is_pending(["r1"])) == (1, 1, False)
+
+
+def test_flush_returns_once_the_queue_is_written() -> None:
+    store = RecordingStore()
+    writer = ServedListWriter(store, EventCounters(), flush_interval_s=60.0)  # type: ignore[arg-type]
+    writer.start()
+    writer.submit(served_list("r1"))
+    assert writer.flush(timeout_s=5.0)
+    assert store.lists == ["r1"]
+    writer.close()
+
+
+def test_batches_queued_during_a_commit_share_the_next_one() -> None:
+    store = RecordingStore()
+    store.gate = threading.Event()
+    committer = GroupCommitter(store, None)  # type: ignore[arg-type]
+    committer.start()
+    first = committer.submit([event_in(0)])
+    assert store.entered.wait(5.0)  # the first commit is under way and held
+    others = [committer.submit([event_in(i), event_in(i + 100)]) for i in range(1, 20)]
+    store.gate.set()
+    outcomes = [future.result(5.0) for future in (first, *others)]
+    assert [o.accepted for o in outcomes] == [1] + [2] * 19
+    assert store.calls == [1, 19]  # 20 requests, two transactions
+    assert committer.commits == 2
+    committer.close()
+    with pytest.raises(CommitterClosed):
+        committer.submit([event_in(1)]).result(1.0)
+
+
+def test_a_failed_commit_fails_every_batch_of_its_group() -> None:
+    class Broken(RecordingStore):
+        def record_events(
+            self, batches: Sequence[Sequence[EventIn]], received_at: float
+        ) -> list[BatchOutcome]:
+            raise RuntimeError("disk full")
+
+    committer = GroupCommitter(Broken(), None)  # type: ignore[arg-type]
+    committer.start()
+    with pytest.raises(RuntimeError, match="disk full"):
+        committer.submit([event_in(1)]).result(5.0)
+    committer.close()
