@@ -169,6 +169,11 @@ class PrometheusServer:
         expr = f'count_over_time(up{{job="apprank"}}[1h]) >= {count} and up{{job="apprank"}} == 1'
         self._wait(lambda: len(self.query(expr)) == len(self.targets), timeout_s, f"{count} scrapes")
 
+    def wait_for_series(self, expr: str, count: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until ``expr`` returns ``count`` series; return them."""
+        self._wait(lambda: len(self.query(expr)) == count, timeout_s, f"{count} series of {expr}")
+        return self.query(expr)
+
     def wait_for_value(
         self, expr: str, expected: float, *, rel: float = 1e-9, timeout_s: float = 60.0
     ) -> float:
