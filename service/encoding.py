@@ -129,7 +129,13 @@ class RequestEncoder:
     ) -> npt.NDArray[np.int64]:
         """Codes of one categorical item column through the compiled table; misses go through the encoder."""
         n = len(features)
-        codes = np.fromiter(map(table.get, _values(features, spec.name, defaults), repeat(OOV)), np.int64, n)
+        try:
+            codes = np.fromiter(
+                map(table.get, _values(features, spec.name, defaults), repeat(OOV)), np.int64, n
+            )
+        except TypeError:  # an unhashable value (object or list): find it and say where
+            _check_types(list(_values(features, spec.name, defaults)), spec, _item_locator(spec.name, None))
+            raise
         misses = np.flatnonzero(codes == OOV)
         if misses.size:
             rows = misses.tolist()

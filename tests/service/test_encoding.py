@@ -1,0 +1,136 @@
+"""RequestEncoder gives exactly what the bundle's FeatureEncoder gives on the broadcast raw rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from model.encoder import FeatureEncoder
+from model.fitting import fit_encoder
+from model.schema import FeatureSchema
+from service.encoding import RequestEncoder
+from service.errors import RequestError
+from service.payload import parse_rank_request
+
+SCHEMA = FeatureSchema.model_validate(
+    {
+        "name": "mixed",
+        "user_id_field": "user",
+        "item_id_field": "item",
+        "fields": [
+            {"name": "user", "kind": "categorical", "source": "user"},
+            {"name": "age", "kind": "numeric", "source": "user", "transform": "standardize"},
+            {"name": "tags", "kind": "multi", "source": "user", "max_len": 3},
+            {"name": "hour", "kind": "hashed", "source": "context", "num_buckets": 50},
+            {"name": "item", "kind": "categorical", "source": "item"},
+            {"name": "size", "kind": "categorical", "source": "item"},
+            {"name": "price", "kind": "numeric", "source": "item", "transform": "log"},
+            {
+                "name": "rating",
+                "kind": "numeric",
+                "source": "item",
+                "transform": "quantile_bucket",
+                "num_buckets": 4,
+            },
+            {"name": "genres", "kind": "multi", "source": "item", "max_len": 2},
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FeatureEncoder:
+    rows = 60
+    columns = {
+        "user": np.array([str(i % 7) for i in range(rows)]),
+        "age": np.array([20.0 + i % 30 for i in range(rows)]),
+        "tags": np.array(["a|b", "c", "a|d|e"] * 20),
+        "hour": np.array([str(i % 24) for i in range(rows)]),
+        "item": np.array([f"i{i % 12}" for i in range(rows)]),
+        "size": np.array(["5", "10", "4.8", "true"] * 15),
+        "price": np.array([0.99 * (i % 5) for i in range(rows)]),
+        "rating": np.array([1.0 + (i % 9) / 2 for i in range(rows)]),
+        "genres": np.array(["x|y", "y", "z|x"] * 20),
+    }
+    return fit_encoder(SCHEMA, columns)
+
+
+def request(candidates: list[dict[str, Any]], user: dict[str, Any], context: dict[str, Any]) -> Any:
+    body = {"user_id": "3", "user": user, "context": context, "candidates": candidates}
+    return parse_rank_request(orjson.dumps(body), 100)
+
+
+def test_matches_encoder_transform_on_mixed_values(encoder: FeatureEncoder) -> None:
+    items: list[dict[str, Any]] = [
+        {"size": 5, "price": 1.5, "rating": 3, "genres": ["x", "q"]},
+        {"size": "10", "price": "2.5", "rating": None, "genres": "y|z|x"},
+        {"size": 4.8, "price": None, "genres": None},
+        {"size": True, "item": "i3"},
+        {"size": "unknown", "price": 1e6, "rating": 100},
+        {"size": None, "item": None},
+        {"size": 10.0},
+        {},
+    ]
+    candidates = [{"app_id": f"i{k}", "features": f} for k, f in enumerate(items)]
+    user = {"age": 31, "tags": ["a", "zz", "e", "b"]}
+    context = {"hour": 7}
+    encoded = RequestEncoder(encoder).encode(request(candidates, user, context))
+    n = len(items)
+    raw: dict[str, Any] = {
+        "user": ["3"] * n,
+        "age": [31] * n,
+        "tags": [user["tags"]] * n,
+        "hour": [7] * n,
+        "item": [f.get("item", c["app_id"]) for f, c in zip(items, candidates, strict=True)],
+    }
+    for name in ("size", "price", "rating", "genres"):
+        raw[name] = [f.get(name) for f in items]
+    columns = {name: np.fromiter(values, dtype=object, count=n) for name, values in raw.items()}
+    expected = encoder.transform(columns, n)
+    assert set(encoded) == set(expected)
+    for name, array in expected.items():
+        assert encoded[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(encoded[name], array, err_msg=name)
+
+
+def test_counts_missing_and_oov(encoder: FeatureEncoder) -> None:
+    request_encoder = RequestEncoder(encoder)
+    candidates = [{"app_id": "i1", "features": {"size": "nope"}}, {"app_id": "zzz", "features": {}}]
+    request_encoder.encode(request(candidates, {}, {}))
+    counts = request_encoder.stats._counts  # noqa: SLF001 - the accumulator before its flush
+    position = {name: i for i, name in enumerate(SCHEMA.names)}
+    assert counts[:, position["size"]].tolist() == [2, 1, 1]  # values, missing, oov
+    assert counts[:, position["item"]].tolist() == [2, 0, 1]
+    assert counts[:, position["user"]].tolist() == [1, 0, 0]  # user fields count once per request
+
+
+@pytest.mark.parametrize(
+    ("features", "loc", "message"),
+    [
+        ({"price": "cheap"}, ["body", "candidates", 1, "features", "price"], "not a number: 'cheap'"),
+        ({"size": {"a": 1}}, ["body", "candidates", 1, "features", "size"], "must be a string, number"),
+        ({"price": [1]}, ["body", "candidates", 1, "features", "price"], "must be a string, number"),
+        (
+            {"genres": [{"a": 1}]},
+            ["body", "candidates", 1, "features", "genres"],
+            "must be a scalar or a list",
+        ),
+    ],
+)
+def test_bad_item_values_name_the_candidate(
+    encoder: FeatureEncoder, features: dict[str, Any], loc: list[Any], message: str
+) -> None:
+    candidates = [{"app_id": "i1", "features": {}}, {"app_id": "i2", "features": features}]
+    with pytest.raises(RequestError) as raised:
+        RequestEncoder(encoder).encode(request(candidates, {}, {}))
+    issue = raised.value.issues[0]
+    assert list(issue.loc) == loc and message in issue.msg
+
+
+def test_bad_user_value_names_the_user_field(encoder: FeatureEncoder) -> None:
+    with pytest.raises(RequestError) as raised:
+        RequestEncoder(encoder).encode(request([{"app_id": "i1"}], {"age": "old"}, {}))
+    assert list(raised.value.issues[0].loc) == ["body", "user", "age"]
