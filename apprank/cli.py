@@ -14,7 +14,12 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="CTR ranking for app stores.")
 
 # module -> whether it may be absent (training commands are absent from a serving-only install)
-_COMMAND_MODULES: tuple[tuple[str, bool], ...] = ()
+_COMMAND_MODULES: tuple[tuple[str, bool], ...] = (
+    ("training.cli", False),
+    ("service.cli", False),
+    ("service.events.cli", False),
+    ("service.report.cli", False),
+)
 
 
 def _register() -> None:

@@ -35,30 +35,52 @@ def _floats_as_strings(values: npt.NDArray[np.floating[Any]]) -> StrArray:
     return out.astype(str)
 
 
+_STR, _NONE, _BOOL, _FLOAT, _OTHER = range(5)
+
+
+def _scalar_kind(value: Any) -> int:
+    if isinstance(value, str):
+        return _STR
+    if value is None:
+        return _NONE
+    if isinstance(value, bool | np.bool_):
+        return _BOOL
+    if isinstance(value, float | np.floating):
+        return _FLOAT
+    return _OTHER
+
+
+_scalar_kinds = np.frompyfunc(_scalar_kind, 1, 1)
+
+
 def _objects_as_strings(values: npt.NDArray[np.object_]) -> StrArray:
     """Object arrays hold JSON scalars: strings mostly, sometimes numbers, bools or None."""
     if values.size == 0:
         return np.empty(values.shape, dtype=str)
-    is_none = np.equal(values, None)
-    kinds = np.frompyfunc(type, 1, 1)(values)
-    only_str = bool(np.all((kinds == str) | is_none))  # noqa: E721 - exact type test, vectorized
-    if only_str:
+    kinds = _scalar_kinds(values).astype(np.int8)
+    if not (kinds > _NONE).any():
         out: StrArray = values.astype(str)
-        out[is_none] = ""
+        out[kinds == _NONE] = ""
         return out
-    out = np.empty(values.shape, dtype=object)
-    for kind in set(kinds.tolist()):
+    mixed = np.empty(values.shape, dtype=object)
+    mixed[kinds == _NONE] = ""
+    for kind, convert in ((_STR, _plain), (_OTHER, _plain), (_BOOL, _booleans), (_FLOAT, _floats)):
         mask = kinds == kind
-        chunk = values[mask]
-        if kind is bool or kind is np.bool_:
-            out[mask] = np.where(chunk.astype(bool), "true", "false")
-        elif kind is float or (isinstance(kind, type) and issubclass(kind, np.floating)):
-            out[mask] = _floats_as_strings(chunk.astype(np.float64))
-        elif kind is type(None):
-            out[mask] = ""
-        else:
-            out[mask] = chunk.astype(str)
-    return out.astype(str)
+        if mask.any():
+            mixed[mask] = convert(values[mask])
+    return mixed.astype(str)
+
+
+def _plain(values: npt.NDArray[np.object_]) -> StrArray:
+    return values.astype(str)
+
+
+def _booleans(values: npt.NDArray[np.object_]) -> StrArray:
+    return np.where(values.astype(bool), "true", "false")
+
+
+def _floats(values: npt.NDArray[np.object_]) -> StrArray:
+    return _floats_as_strings(values.astype(np.float64))
 
 
 def as_category_strings(values: npt.ArrayLike) -> StrArray:

@@ -98,7 +98,9 @@ class EncoderFitter:
     def _count(self, name: str, tokens: npt.NDArray[Any]) -> None:
         tokens = tokens[tokens != ""] if tokens.dtype.kind == "U" else tokens
         values, counts = np.unique(tokens, return_counts=True)
-        self._counts.setdefault(name, Counter()).update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+        self._counts.setdefault(name, Counter()).update(
+            dict(zip(values.tolist(), counts.tolist(), strict=True))
+        )
 
     def _sample(self, name: str, values: npt.NDArray[np.float64]) -> None:
         """Reservoir sampling (algorithm R, vectorized): a uniform sample of every value seen so far."""

@@ -1,0 +1,131 @@
+"""ONNX export with a parity check: the scoring graph the service runs. Imports torch and onnxruntime.
+
+The exported graph takes one input per schema field, named after it (the arrays ``FeatureEncoder.
+transform`` returns), and outputs ``ctr`` [B] = sigmoid(logit). Export is refused unless ONNX Runtime
+and PyTorch agree on the CTR of the given rows within the tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from model.bundle import ParityReport
+from model.encoder import Encoded, InputLayout, InputRole
+from model.nets.blocks import ModelBatch
+
+OPSET = 18
+PARITY_ROWS = 10_000
+PARITY_TOLERANCE = 1e-5
+log = logging.getLogger(__name__)
+
+
+def model_batch(encoded: Encoded, layout: InputLayout) -> ModelBatch:
+    """Group the encoder's per-field arrays into a ``ModelBatch`` of torch tensors."""
+    rows = len(next(iter(encoded.values())))
+    index = [encoded[f.name] for f in layout.of_role(InputRole.INDEX)]
+    values = [encoded[f.name] for f in layout.of_role(InputRole.VALUE)]
+    return ModelBatch(
+        idx=torch.from_numpy(np.stack(index, axis=1) if index else np.zeros((rows, 0), np.int64)),
+        val=torch.from_numpy(np.stack(values, axis=1) if values else np.zeros((rows, 0), np.float32)),
+        bags=tuple(torch.from_numpy(encoded[f.name]) for f in layout.of_role(InputRole.BAG)),
+    )
+
+
+class ScoringGraph(nn.Module):
+    """Wraps a model: per-field inputs (layout order) -> CTR [B]. This is what gets exported."""
+
+    def __init__(self, model: nn.Module, layout: InputLayout) -> None:
+        super().__init__()
+        self.model = model
+        self.roles = [f.role for f in layout.fields]
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        rows = inputs[0].shape[0]
+        index = [x for x, role in zip(inputs, self.roles, strict=True) if role is InputRole.INDEX]
+        values = [x for x, role in zip(inputs, self.roles, strict=True) if role is InputRole.VALUE]
+        bags = tuple(x for x, role in zip(inputs, self.roles, strict=True) if role is InputRole.BAG)
+        batch = ModelBatch(
+            idx=torch.stack(index, dim=1) if index else inputs[0].new_zeros((rows, 0), dtype=torch.int64),
+            val=torch.stack(values, dim=1) if values else inputs[0].new_zeros((rows, 0), dtype=torch.float32),
+            bags=bags,
+        )
+        return torch.sigmoid(self.model(batch))
+
+
+def _example_inputs(encoded: Encoded, layout: InputLayout) -> tuple[Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(encoded[f.name])) for f in layout.fields)
+
+
+def export_onnx(model: nn.Module, layout: InputLayout, example: Encoded, path: Path) -> None:
+    """Write the scoring graph of ``model`` (eval mode) as ONNX with a dynamic batch dimension."""
+    graph = ScoringGraph(model, layout).eval()
+    names = [f.name for f in layout.fields]
+    batch = torch.export.Dim("batch", min=1)
+    for noisy in ("torch.onnx", "onnx_ir", "onnxscript"):  # they narrate every graph pass at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter warns about axis renaming it handles itself
+        program = torch.onnx.export(
+            graph,
+            _example_inputs(example, layout),
+            input_names=names,
+            output_names=["ctr"],
+            dynamic_shapes=(tuple({0: batch} for _ in names),),
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    program.save(str(path), external_data=False)
+
+
+def torch_ctr(
+    model: nn.Module, layout: InputLayout, encoded: Encoded, batch_size: int = 65_536
+) -> npt.NDArray[Any]:
+    """CTR of every row by PyTorch, float32, in eval mode and full precision."""
+    model.eval()
+    batch = model_batch(encoded, layout)
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, batch.idx.shape[0], batch_size):
+            part = ModelBatch(
+                batch.idx[start : start + batch_size],
+                batch.val[start : start + batch_size],
+                tuple(b[start : start + batch_size] for b in batch.bags),
+            )
+            outputs.append(torch.sigmoid(model(part)).float().numpy())
+    return np.concatenate(outputs)
+
+
+def onnx_ctr(path: Path, encoded: Encoded) -> npt.NDArray[Any]:
+    """CTR of every row by ONNX Runtime (CPU) from the file at ``path``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.ascontiguousarray(encoded[i.name]) for i in session.get_inputs()}
+    (ctr,) = session.run(["ctr"], feeds)
+    return np.asarray(ctr)
+
+
+def parity_check(
+    model: nn.Module, layout: InputLayout, encoded: Encoded, path: Path, tolerance: float = PARITY_TOLERANCE
+) -> ParityReport:
+    """Compare ONNX Runtime with PyTorch on ``encoded`` (use about PARITY_ROWS rows)."""
+    expected = torch_ctr(model, layout, encoded)
+    actual = onnx_ctr(path, encoded)
+    diff = float(np.max(np.abs(actual.astype(np.float64) - expected))) if expected.size else 0.0
+    report = ParityReport(
+        rows=int(expected.size), max_abs_diff=diff, tolerance=tolerance, passed=diff <= tolerance
+    )
+    log.info("onnx parity on %d rows: max |diff| = %.3g (tolerance %g)", report.rows, diff, tolerance)
+    return report

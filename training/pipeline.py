@@ -1,0 +1,231 @@
+"""``apprank train`` end to end: read, fit the encoder, encode, train, evaluate, export, write a bundle."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from model.bundle import WEIGHTS, Manifest, ParityReport, new_version, read_bundle, sha256_file, write_bundle
+from model.encoder import FeatureEncoder
+from model.export import OPSET, PARITY_ROWS, export_onnx, parity_check
+from model.fitting import EncoderFitter
+from model.nets import build_model
+from model.schema import FeatureSchema
+from training.config import TrainConfig
+from training.data import EncodedData, encode_chunks, split_rows
+from training.datasets import DatasetSplits, data_fingerprint, resolve_dataset
+from training.readers.base import Chunk, Reader
+from training.trainer import History, Trainer, evaluate
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """The exported ONNX graph does not reproduce the PyTorch model (parity check failed)."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Encoded train / valid / test data."""
+
+    train: EncodedData
+    valid: EncodedData
+    test: EncodedData | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``train_bundle`` produced."""
+
+    bundle: Path
+    manifest: Manifest
+    history: History
+    metrics: dict[str, dict[str, float]]
+
+
+def _limited(reader: Reader, config: TrainConfig) -> Iterator[Chunk]:
+    remaining = config.max_rows
+    for chunk in reader.chunks(config.chunk_rows):
+        if remaining is None:
+            yield chunk
+            continue
+        if remaining <= 0:
+            return
+        if chunk.num_rows > remaining:
+            columns = {name: values[:remaining] for name, values in chunk.columns.items()}
+            chunk = Chunk(columns, chunk.labels[:remaining], chunk.first_line)
+        remaining -= chunk.num_rows
+        yield chunk
+
+
+def fit_on(schema: FeatureSchema, chunks: Iterator[Chunk]) -> FeatureEncoder:
+    """Fit an encoder in one streaming pass."""
+    fitter = EncoderFitter(schema)
+    for chunk in chunks:
+        fitter.update(chunk.columns)
+    return fitter.finish()
+
+
+def prepare(
+    splits: DatasetSplits, config: TrainConfig, encoder: FeatureEncoder | None
+) -> tuple[FeatureEncoder, Splits]:
+    """Fit the encoder on the training rows (unless given) and encode every split.
+
+    A single file is split by rows (shuffled by the seed) before fitting, so no valid/test value
+    leaks into the vocabulary.
+    """
+    if splits.valid is not None:
+        encoder = encoder or fit_on(splits.schema, _limited(splits.train, config))
+        train = encode_chunks(encoder, _limited(splits.train, config))
+        valid = encode_chunks(encoder, splits.valid.chunks(config.chunk_rows))
+        test = (
+            encode_chunks(encoder, splits.test.chunks(config.chunk_rows)) if splits.test is not None else None
+        )
+        return encoder, Splits(train, valid, test)
+    chunks = list(_limited(splits.train, config))
+    rows = sum(c.num_rows for c in chunks)
+    order = np.random.default_rng(config.seed).permutation(rows)
+    n_valid, n_test = int(rows * config.valid_fraction), int(rows * config.test_fraction)
+    whole = _concat(chunks)
+    train_rows = np.sort(order[n_valid + n_test :])
+    encoder = encoder or fit_on(splits.schema, iter([_take(whole, train_rows)]))
+    encoded = encode_chunks(encoder, [whole])
+    train, valid, test = split_rows(encoded, order, n_valid, n_test)
+    return encoder, Splits(train, valid, test if n_test else None)
+
+
+def _concat(chunks: list[Chunk]) -> Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    columns = {name: np.concatenate([c.columns[name] for c in chunks]) for name in chunks[0].columns}
+    return Chunk(columns, np.concatenate([c.labels for c in chunks]), 1)
+
+
+def _take(chunk: Chunk, rows: np.ndarray) -> Chunk:
+    return Chunk({name: values[rows] for name, values in chunk.columns.items()}, chunk.labels[rows], 1)
+
+
+def _export(model: nn.Module, encoder: FeatureEncoder, data: Splits, staging: Path) -> ParityReport:
+    reference = data.test if data.test is not None and len(data.test) else data.valid
+    sample = reference.head(PARITY_ROWS).encoded(encoder.layout)
+    export_onnx(model, encoder.layout, sample, staging / "model.onnx")
+    report = parity_check(model, encoder.layout, sample, staging / "model.onnx")
+    if not report.passed:
+        raise ExportError(
+            f"ONNX parity check failed: max |ctr_onnx - ctr_torch| = {report.max_abs_diff:.3g} "
+            f"on {report.rows} rows > tolerance {report.tolerance:g}"
+        )
+    return report
+
+
+def _metrics(
+    model: nn.Module, data: Splits, history: History, config: TrainConfig
+) -> dict[str, dict[str, float]]:
+    metrics = {"valid": evaluate(model, data.valid, config.eval_batch_size)}
+    if data.test is not None and len(data.test):
+        metrics["test"] = evaluate(model, data.test, config.eval_batch_size)
+    metrics["training"] = {
+        "epochs": float(len(history.epochs)),
+        "best_epoch": float(history.best_epoch),
+        "train_seconds": history.train_seconds,
+        "train_samples_per_s": history.samples_per_s,
+        "train_rows": float(len(data.train)),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    return metrics
+
+
+def _resume(path: Path) -> tuple[FeatureEncoder, dict[str, Any]]:
+    bundle = read_bundle(path)
+    state = torch.load(bundle.path / WEIGHTS, map_location="cpu", weights_only=True)
+    return bundle.encoder, state
+
+
+def train_bundle(
+    data_path: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    schema: FeatureSchema | None = None,
+    resume: Path | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on the data at ``data_path`` and write a verified bundle at ``out``.
+
+    Raises:
+        ExportError: ONNX Runtime disagrees with PyTorch beyond the tolerance (nothing is written).
+    """
+    started = time.perf_counter()
+    splits = resolve_dataset(data_path, schema, seed=config.seed)
+    log.info("data: %s", splits.description)
+    encoder, state = _resume(resume) if resume is not None else (None, None)
+    encoder, data = prepare(splits, config, encoder)
+    log.info(
+        "encoded %d train / %d valid rows in %.1f s",
+        len(data.train),
+        len(data.valid),
+        time.perf_counter() - started,
+    )
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, encoder.layout, config.params)
+    if state is not None:
+        model.load_state_dict(state)
+    history = Trainer(model, config, console).fit(data.train, data.valid)
+    metrics = _metrics(model, data, history, config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    parity = _export(model, encoder, data, staging)
+    torch.save(model.state_dict(), staging / WEIGHTS)
+    manifest = Manifest(
+        name=config.name or out.name,
+        model=config.model,
+        version=config.version or new_version(),
+        created_at=datetime.now(UTC),
+        schema_hash=splits.schema.content_hash(),
+        data_fingerprint=data_fingerprint(splits),
+        onnx_sha256=sha256_file(staging / "model.onnx"),
+        opset=OPSET,
+        inputs=[f.name for f in encoder.layout.fields],
+        parity=parity,
+        metrics=metrics,
+        hyperparameters=config.model_dump(mode="json"),
+    )
+    bundle = write_bundle(out, manifest, splits.schema, encoder, staging)
+    return TrainResult(bundle, manifest, history, metrics)
+
+
+def describe(result: TrainResult) -> list[tuple[str, str]]:
+    """Key figures of a run, for the CLI's summary table."""
+    rows = [
+        ("bundle", str(result.bundle)),
+        ("model", result.manifest.model),
+        ("version", result.manifest.version),
+    ]
+    for split in ("valid", "test"):
+        if split in result.metrics:
+            m = result.metrics[split]
+            rows.append(
+                (split, f"AUC {m['auc']:.4f}  logloss {m['logloss']:.4f}  calibration {m['calibration']:.3f}")
+            )
+    training = result.metrics["training"]
+    rows.append(("epochs", f"{int(training['epochs'])} (best {int(training['best_epoch'])})"))
+    rows.append(("throughput", f"{training['train_samples_per_s']:,.0f} samples/s"))
+    rows.append(
+        (
+            "parity",
+            f"max |diff| {result.manifest.parity.max_abs_diff:.2g} on {result.manifest.parity.rows} rows",
+        )
+    )
+    return rows
