@@ -88,7 +88,9 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
 
     app = FastAPI(title="apprank", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.include_router(rank_router(rank_request_doc(settings.max_candidates)))
+    request_doc = rank_request_doc(settings.max_candidates)
+    _document_models(app, request_doc.pop("$defs", {}))
+    app.include_router(rank_router(request_doc))
     app.include_router(models.router)
     app.include_router(experiments.router)
     app.include_router(health.router)
@@ -96,6 +98,19 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app
+
+
+def _document_models(app: FastAPI, definitions: dict[str, Any]) -> None:
+    """Add the /rank body's nested models (documented by hand, not by FastAPI) to the components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
