@@ -57,11 +57,13 @@ def _objects_as_strings(values: npt.NDArray[np.object_]) -> StrArray:
     """Object arrays hold JSON scalars: strings mostly, sometimes numbers, bools or None."""
     if values.size == 0:
         return np.empty(values.shape, dtype=str)
-    kinds = _scalar_kinds(values).astype(np.int8)
-    if not (kinds > _NONE).any():
+    types = set(map(type, values.ravel().tolist()))
+    if types <= {str, type(None)}:  # the common case, without a Python call per element
         out: StrArray = values.astype(str)
-        out[kinds == _NONE] = ""
+        if type(None) in types:
+            out[np.equal(values, None)] = ""
         return out
+    kinds = _scalar_kinds(values).astype(np.int8)
     mixed = np.empty(values.shape, dtype=object)
     mixed[kinds == _NONE] = ""
     for kind, convert in ((_STR, _plain), (_OTHER, _plain), (_BOOL, _booleans), (_FLOAT, _floats)):

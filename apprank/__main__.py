@@ -1,0 +1,5 @@
+"""``python -m apprank`` runs the CLI."""
+
+from apprank.cli import main
+
+main()
