@@ -48,7 +48,7 @@ def settings(tmp_path: Path, models_dir: Path) -> ServiceSettings:
     return ServiceSettings(
         models_dir=models_dir,
         database_url=f"sqlite:///{tmp_path / 'apprank.db'}",
-        admin_token=TOKENS,  # type: ignore[arg-type]
+        admin_token=TOKENS,
         sync_interval_s=0.1,
     )
 

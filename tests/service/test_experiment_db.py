@@ -44,7 +44,7 @@ def make(name: str, version: int, weight_a: float = 50) -> Experiment:
         arms=[
             {"name": "a", "model": "lr", "weight": weight_a},
             {"name": "b", "model": "lr2", "weight": 100 - weight_a},
-        ],  # type: ignore[list-item]
+        ],
         control="a",
         default_arm="a",
         allocation=allocate({"a": int(weight_a * 100), "b": int((100 - weight_a) * 100)}),

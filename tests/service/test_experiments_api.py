@@ -45,16 +45,48 @@ def test_no_configured_token_refuses_every_change(settings: ServiceSettings) -> 
 def test_validation_names_the_field(client: TestClient) -> None:
     cases = [
         (fifty_fifty() | {"control": "nope"}, "control"),
-        ({"arms": [{"name": "a", "model": "lr", "weight": 60}, {"name": "b", "model": "lr2", "weight": 30}],
-          "control": "a"}, "sum to 100"),
-        ({"arms": [{"name": "a", "model": "lr", "weight": 110}, {"name": "b", "model": "lr2", "weight": -10}],
-          "control": "a"}, "weight"),
-        ({"arms": [{"name": "a", "model": "lr", "weight": 50}, {"name": "a", "model": "lr2", "weight": 50}],
-          "control": "a"}, "duplicate"),
-        ({"arms": [{"name": "a", "model": "lr", "weight": 33.333}, {"name": "b", "model": "lr2", "weight": 66.667}],
-          "control": "a"}, "two decimals"),
+        (
+            {
+                "arms": [
+                    {"name": "a", "model": "lr", "weight": 60},
+                    {"name": "b", "model": "lr2", "weight": 30},
+                ],
+                "control": "a",
+            },
+            "sum to 100",
+        ),
+        (
+            {
+                "arms": [
+                    {"name": "a", "model": "lr", "weight": 110},
+                    {"name": "b", "model": "lr2", "weight": -10},
+                ],
+                "control": "a",
+            },
+            "weight",
+        ),
+        (
+            {
+                "arms": [
+                    {"name": "a", "model": "lr", "weight": 50},
+                    {"name": "a", "model": "lr2", "weight": 50},
+                ],
+                "control": "a",
+            },
+            "duplicate",
+        ),
+        (
+            {
+                "arms": [
+                    {"name": "a", "model": "lr", "weight": 33.333},
+                    {"name": "b", "model": "lr2", "weight": 66.667},
+                ],
+                "control": "a",
+            },
+            "two decimals",
+        ),
         (fifty_fifty() | {"coverage": 101}, "coverage"),
-    ]  # fmt: skip
+    ]
     for spec, expected in cases:
         response = client.put("/experiments/exp", json=spec, headers=ADMIN)
         assert response.status_code == 422, spec

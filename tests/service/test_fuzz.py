@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -32,7 +33,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSch
     app_settings = ServiceSettings(
         models_dir=root / "models",
         database_url=f"sqlite:///{root / 'fuzz.db'}",
-        admin_token=TOKENS,  # type: ignore[arg-type]
+        admin_token=TOKENS,
         max_candidates=50,
     )
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings))
@@ -42,11 +43,11 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSch
 def test_no_input_breaks_the_api(api_schema: schemathesis.BaseSchema, mode: GenerationMode) -> None:
     """Every operation gets its own bounded budget of examples, with and without the admin token."""
     for result in api_schema.get_all_operations():
-        operation = result.ok()
+        operation = result.ok()  # type: ignore[union-attr]
 
         @given(case=operation.as_strategy(mode))
         @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def run(case: schemathesis.Case) -> None:
+        def run(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(checks=CHECKS)
             if case.operation.method.upper() != "GET":
                 case.call_and_validate(headers=ADMIN, checks=CHECKS)

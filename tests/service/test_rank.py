@@ -1,4 +1,4 @@
-"""POST /rank: exact scores and order, tie-breaking, CTR x bid, top_k, ids filled into fields, the served list."""
+"""POST /rank: exact scores and order, ties, CTR x bid, top_k, ids filled into fields, the served list."""
 
 from __future__ import annotations
 
@@ -55,9 +55,10 @@ def test_scores_match_the_numpy_oracle_of_the_graph(client: TestClient, encoder:
 def test_order_follows_the_model_and_ties_break_by_app_id(tmp_path: Path, encoder: FeatureEncoder) -> None:
     logits = {"a5": 3.0, "a1": 1.0, "a9": 1.0, "a3": 1.0, "a7": -2.0}
     with TestClient(create_app(only_item_weights(tmp_path, encoder, logits))) as client:
-        body = {"user_id": "u", "candidates": [{"app_id": a} for a in logits]}
+        candidates = [{"app_id": a} for a in logits]
+        body = {"user_id": "u", "candidates": candidates}
         assert ranked(client.post("/rank", json=body)) == ["a5", "a1", "a3", "a9", "a7"]
-        body["candidates"].reverse()  # the input order does not matter
+        candidates.reverse()  # the input order does not matter
         assert ranked(client.post("/rank", json=body)) == ["a5", "a1", "a3", "a9", "a7"]
 
 

@@ -17,7 +17,7 @@ from tests.service.conftest import ADMIN, fifty_fifty, rank_body
 
 
 def version_of(client: TestClient, model: str = "lr") -> str:
-    return next(m["version"] for m in client.get("/models").json() if m["name"] == model)
+    return str(next(m["version"] for m in client.get("/models").json() if m["name"] == model))
 
 
 def test_reload_swaps_in_a_new_version(client: TestClient, models_dir: Path, encoder: FeatureEncoder) -> None:

@@ -69,7 +69,7 @@ def test_ramp_50_50_to_60_40_moves_only_users_from_b_to_a() -> None:
     users = [f"user-{i}" for i in range(10_000)]
     old, new = arms_of(router_for(before), users), arms_of(router_for(after), users)
     moved = [(o, n) for o, n in zip(old, new, strict=True) if o != n]
-    assert {pair for pair in moved} == {("b", "a")}
+    assert set(moved) == {("b", "a")}
     assert abs(len(moved) / len(users) - 0.10) < 0.02
     assert all(n == "a" for o, n in zip(old, new, strict=True) if o == "a")
 
