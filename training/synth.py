@@ -113,45 +113,28 @@ class SynthConfig:
             raise ValueError("impressions_per_view must be between 1 and num_apps")
 
 
+def _spec(name: str, source: str, kind: str = "categorical", **settings: Any) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "source": source, **settings}
+
+
 def synth_schema() -> FeatureSchema:
     """The schema of the synthetic store's rows."""
-    cat = "categorical"
-    fields: list[dict[str, Any]] = [
-        {"name": "user_id", "kind": cat, "source": "user"},
-        *(
-            {"name": name, "kind": cat, "source": "user"}
-            for name in ("gender", "age_band", "country", "device")
-        ),
-        {
-            "name": "installed_categories",
-            "kind": "multi",
-            "source": "user",
-            "separator": SEPARATOR,
-            "max_len": 8,
-        },
-        *({"name": name, "kind": cat, "source": "context"} for name in ("hour", "weekday", "network")),
-        *(
-            {"name": name, "kind": cat, "source": "item"}
-            for name in ("app_id", "category", "developer", "language")
-        ),
-        {"name": "price", "kind": "numeric", "source": "item", "transform": "log"},
-        {"name": "rating", "kind": "numeric", "source": "item", "transform": "standardize"},
-        {
-            "name": "size_mb",
-            "kind": "numeric",
-            "source": "item",
-            "transform": "quantile_bucket",
-            "num_buckets": 16,
-        },
+    fields = [
+        *(_spec(name, "user") for name in ("user_id", "gender", "age_band", "country", "device")),
+        _spec("installed_categories", "user", "multi", separator=SEPARATOR, max_len=8),
+        *(_spec(name, "context") for name in ("hour", "weekday", "network")),
+        *(_spec(name, "item") for name in ("app_id", "category", "developer", "language")),
+        _spec("price", "item", "numeric", transform="log"),
+        _spec("rating", "item", "numeric", transform="standardize"),
+        _spec("size_mb", "item", "numeric", transform="quantile_bucket", num_buckets=16),
     ]
-    return FeatureSchema.model_validate(
-        {
-            "name": "synthetic_appstore",
-            "fields": fields,
-            "user_id_field": "user_id",
-            "item_id_field": "app_id",
-        }
-    )
+    schema = {
+        "name": "synthetic_appstore",
+        "fields": fields,
+        "user_id_field": "user_id",
+        "item_id_field": "app_id",
+    }
+    return FeatureSchema.model_validate(schema)
 
 
 @dataclass(frozen=True)
@@ -482,8 +465,13 @@ class AppStoreWorld:
     def request_dict(
         self, user_id: Any, context_row: Mapping[str, Any], app_ids: npt.ArrayLike
     ) -> dict[str, Any]:
-        """A JSON-ready ``POST /rank`` body: user_id, user and context features, candidates with features."""
-        user = {name: values[0] for name, values in self.user_features([user_id]).items()}
+        """A JSON-ready ``POST /rank`` body: user_id, user and context features, candidates with features.
+
+        Feature values are JSON scalars, as the service accepts them: the installed categories are one
+        ``|``-separated string, exactly as in the training files.
+        """
+        user = self.user_features([user_id])
+        features = {name: _json(values[0]) for name, values in user.items() if name != "user_id"}
         context = {
             name: str(as_category_strings(np.asarray(context_row[name]).reshape(-1))[0])
             for name in ("hour", "weekday", "network")
@@ -496,14 +484,8 @@ class AppStoreWorld:
             }
             for i, app_id in enumerate(apps["app_id"].tolist())
         ]
-        features = {
-            name: _json(value)
-            for name, value in user.items()
-            if name not in {"user_id", "installed_categories"}
-        }
-        features["installed_categories"] = str(user["installed_categories"]).split(SEPARATOR)
         return {
-            "user_id": str(user["user_id"]),
+            "user_id": str(user["user_id"][0]),
             "user": features,
             "context": context,
             "candidates": candidates,
