@@ -11,29 +11,23 @@ import logging
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="CTR ranking for app stores.")
-
-# module -> whether it may be absent (training commands are absent from a serving-only install)
-_COMMAND_MODULES: tuple[tuple[str, bool], ...] = (
-    ("training.cli", False),
-    ("service.cli", False),
-    ("service.events.cli", False),
-    ("service.report.cli", False),
+# Modules with a ``register(app)`` function, in the order their commands are listed.
+COMMAND_MODULES: tuple[str, ...] = (
+    "training.cli",
+    "service.cli",
+    "service.events.cli",
+    "service.report.cli",
 )
 
 
-def _register() -> None:
-    for module_name, optional in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            if not optional:
-                raise
-            continue
-        module.register(app)
+def build_app() -> typer.Typer:
+    """The CLI with every package's commands registered."""
+    app = typer.Typer(no_args_is_help=True, add_completion=False, help="CTR ranking for app stores.")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(app)
+    return app
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _register()
-    app()
+    build_app()()

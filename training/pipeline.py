@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +18,16 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from model.bundle import WEIGHTS, Manifest, ParityReport, new_version, read_bundle, sha256_file, write_bundle
+from model.bundle import (
+    WEIGHTS,
+    Manifest,
+    ParityReport,
+    new_version,
+    read_bundle,
+    read_manifest,
+    sha256_file,
+    write_bundle,
+)
 from model.encoder import FeatureEncoder
 from model.export import OPSET, PARITY_ROWS, export_onnx, parity_check
 from model.fitting import EncoderFitter
@@ -186,6 +196,24 @@ def train_bundle(
     metrics = _metrics(model, data, history, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        bundle = _write(model, encoder, data, splits, config, metrics, out, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the bundle was written
+    return TrainResult(bundle, read_manifest(bundle), history, metrics)
+
+
+def _write(
+    model: nn.Module,
+    encoder: FeatureEncoder,
+    data: Splits,
+    splits: DatasetSplits,
+    config: TrainConfig,
+    metrics: dict[str, dict[str, float]],
+    out: Path,
+    staging: Path,
+) -> Path:
+    """Export, check parity, and move the staged bundle into place."""
     parity = _export(model, encoder, data, staging)
     torch.save(model.state_dict(), staging / WEIGHTS)
     manifest = Manifest(
@@ -202,8 +230,7 @@ def train_bundle(
         metrics=metrics,
         hyperparameters=config.model_dump(mode="json"),
     )
-    bundle = write_bundle(out, manifest, splits.schema, encoder, staging)
-    return TrainResult(bundle, manifest, history, metrics)
+    return write_bundle(out, manifest, splits.schema, encoder, staging)
 
 
 def describe(result: TrainResult) -> list[tuple[str, str]]:
