@@ -14,6 +14,7 @@ import typer
 # Modules with a ``register(app)`` function, in the order their commands are listed.
 COMMAND_MODULES: tuple[str, ...] = (
     "training.cli",
+    "training.synth_cli",
     "service.cli",
     "service.events.cli",
     "service.report.cli",

@@ -22,8 +22,8 @@ from rich.table import Table
 
 from model.fitting import fit_encoder
 from model.schema import FeatureSchema
-from training.readers.base import read_all
 from training.datasets import resolve_dataset
+from training.readers.base import read_all
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("APPRANK_DATA_DIR", REPO.parent / "shared" / "data")) / "frappe_ctr"

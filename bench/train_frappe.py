@@ -97,27 +97,27 @@ def main() -> None:
     console.print(f"wrote {args.out}")
 
 
+COLUMNS = (
+    ("test AUC", "test_auc", "{:.4f}"),
+    ("test logloss", "test_logloss", "{:.4f}"),
+    ("calibration", "calibration", "{:.3f}"),
+    ("epochs", "epochs", "{}"),
+    ("samples/s", "train_samples_per_s", "{:,.0f}"),
+    ("peak RSS MiB", "peak_rss_mib", "{:,.0f}"),
+    ("wall s", "wall_seconds", "{:.0f}"),
+)
+
+
 def report(results: dict[str, Any]) -> None:
     """Print the table and the checks against the issue's targets."""
     table = Table(title=f"frappe_ctr test split ({results['machine']})")
-    for column in (
-        "model",
-        "test AUC",
-        "test logloss",
-        "calibration",
-        "epochs",
-        "samples/s",
-        "peak RSS MiB",
-        "wall s",
-    ):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, m in results["models"].items():
-        table.add_row(
-            name, f"{m['test_auc']:.4f}", f"{m['test_logloss']:.4f}", f"{m['calibration']:.3f}", str(m["epochs"]),
-            f"{m['train_samples_per_s']:,.0f}", f"{m['peak_rss_mib']:,.0f}", f"{m['wall_seconds']:.0f}",
-        )  # fmt: skip
+    table.add_column("model")
+    for title, _, _ in COLUMNS:
+        table.add_column(title, justify="right")
+    models: dict[str, dict[str, float]] = results["models"]
+    for name, figures in models.items():
+        table.add_row(name, *(form.format(figures[key]) for _, key, form in COLUMNS))
     console.print(table)
-    models = results["models"]
     if set(MODELS) <= set(models):
         auc = {name: models[name]["test_auc"] for name in MODELS}
         console.print(f"order LR < FM < DeepFM-D in AUC: {auc['lr'] < auc['fm'] < auc['deepfm']}")

@@ -61,7 +61,7 @@ def _objects_as_strings(values: npt.NDArray[np.object_]) -> StrArray:
     if types <= {str, type(None)}:  # the common case, without a Python call per element
         out: StrArray = values.astype(str)
         if type(None) in types:
-            out[np.equal(values, None)] = ""
+            out[values == None] = ""  # noqa: E711 - elementwise comparison, not an identity test
         return out
     kinds = _scalar_kinds(values).astype(np.int8)
     mixed = np.empty(values.shape, dtype=object)
