@@ -7,6 +7,7 @@ Nothing happens at import time. ``app_from_env`` is the factory uvicorn workers 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -80,6 +81,10 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
         state = await asyncio.to_thread(build_state, settings, sink or NullSink())
         app.state.service = state
         state.sync.start()
+        # Everything built so far lives as long as the app: keep it out of the cyclic collector's full
+        # passes, which otherwise walk every loaded object and show up as /rank latency spikes.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

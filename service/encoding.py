@@ -163,8 +163,10 @@ class RequestEncoder:
         role = self.roles[name]
         counts[0, i] += values
         if role is InputRole.INDEX:
-            counts[1, i] += np.count_nonzero(column == MISSING)
-            counts[2, i] += np.count_nonzero(column == OOV)
+            special = column[column <= OOV]  # usually empty: one compare over the column
+            if special.size:
+                counts[1, i] += np.count_nonzero(special == MISSING)
+                counts[2, i] += special.size - np.count_nonzero(special == MISSING)
         elif role is InputRole.BAG:
             counts[1, i] += np.count_nonzero(~column.any(axis=1))
             counts[2, i] += np.count_nonzero(column == OOV)
