@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.requests import ClientDisconnect
 
 from service.api_models import ERRORS, RankResponse
 from service.state import ServiceState, get_state
@@ -16,7 +17,10 @@ def rank_router(request_schema: dict[str, object]) -> APIRouter:
     @router.post("/rank", response_model=RankResponse, responses=ERRORS, openapi_extra=body)
     async def rank(request: Request, state: ServiceState = Depends(get_state)) -> Response:  # noqa: B008
         """Rank the candidates for a user: best first, by CTR or CTR x bid."""
-        content = state.ranking.handle(await request.body())
-        return Response(content, media_type="application/json")
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer
+            return Response(status_code=499)
+        return Response(state.ranking.handle(body), media_type="application/json")
 
     return router
