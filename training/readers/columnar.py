@@ -100,9 +100,9 @@ class ParquetReader:
         valid = (values == 0.0) | (values == 1.0)
         if not valid.all():
             row = int(np.argmin(valid))
-            raise ReaderError(
-                self.path, f"bad label {values[row]!r} (expected 0 or 1)", line=locate(row), column=label
-            )
+            shown = "null" if np.isnan(values[row]) else f"{float(values[row]):g}"
+            reason = f"bad label {shown} (expected 0 or 1)"
+            raise ReaderError(self.path, reason, line=locate(row), column=label)
         return values.astype(np.float32)
 
     def _numbers(self, array: pa.Array, locate: Any, column: str) -> FloatArray:
