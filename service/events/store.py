@@ -30,6 +30,7 @@ class EventStore(Protocol):
     """Durable served lists and events, and the aggregates the report and the export read."""
 
     def migrate(self) -> None: ...
+    def prepare_writer_thread(self) -> None: ...
     def write_served(self, lists: Sequence[ServedList]) -> int: ...
     def record_events(
         self, batches: Sequence[Sequence[EventIn]], received_at: float
@@ -54,6 +55,9 @@ class SqlEventStore:
     def migrate(self) -> None:
         """Create or upgrade the event log's tables."""
         self.db.migrate(migrations(self.prefix))
+
+    def prepare_writer_thread(self) -> None:
+        """Called once by the served-list writer's thread before its first write."""
 
     def _retryable(self, error: Exception) -> bool:
         del error
@@ -237,6 +241,16 @@ class SQLiteEventStore(SqlEventStore):
     """SQLite (WAL): one writer at a time; ``busy_timeout`` already makes writers wait their turn."""
 
     max_rows_per_statement = 500  # 500 x 10 placeholders, far below SQLite's 32,766
+
+    def prepare_writer_thread(self) -> None:
+        """The writer's connection commits without fsync (``synchronous=NORMAL``).
+
+        Served lists are a best-effort log: a commit survives the process being killed (it is in the
+        WAL), only an OS crash can lose the last ones. Events keep ``FULL``, and since the WAL is one
+        sequential file, an event commit's fsync also makes every served list written before it durable.
+        """
+        with self.db.read() as cursor:
+            cursor.execute("PRAGMA synchronous=NORMAL")
 
 
 class PostgresEventStore(SqlEventStore):

@@ -9,6 +9,7 @@ one transaction, so a served list reaches the store within about 100 ms.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -30,6 +31,8 @@ class ServedListWriter:
         max_queue: queued lists beyond this are dropped (and counted).
         flush_interval_s: the longest a list waits in the queue before its batch is written.
         max_batch: a batch of this many lists wakes the thread early; also the most written at once.
+        nice: niceness added to the writer thread (Linux), so that when cores are busy the request
+            handlers get the CPU first and the log waits.
     """
 
     def __init__(
@@ -40,12 +43,14 @@ class ServedListWriter:
         max_queue: int = 20_000,
         flush_interval_s: float = 0.05,
         max_batch: int = 1_000,
+        nice: int = 10,
     ) -> None:
         self._store = store
         self._counters = counters
         self._max_queue = max_queue
         self._interval = flush_interval_s
         self._max_batch = max_batch
+        self._nice = nice
         self._queue: deque[ServedList] = deque()
         self._pending_ids: set[str] = set()  # request_ids queued or being written
         self._wake = threading.Event()
@@ -111,6 +116,11 @@ class ServedListWriter:
             self._write_all()
 
     def _run(self) -> None:
+        self._lower_priority()
+        try:
+            self._store.prepare_writer_thread()
+        except Exception:
+            log.exception("preparing the served-list writer's connection failed")
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -118,6 +128,16 @@ class ServedListWriter:
             self._write_all()
             if stopping:
                 return
+
+    def _lower_priority(self) -> None:
+        """Renice this thread only (on Linux a thread id is a valid PRIO_PROCESS target)."""
+        if self._nice <= 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self._nice)
+        except OSError as error:
+            log.debug("cannot lower the served-list writer's priority: %s", error)
 
     def _write_all(self) -> None:
         """Write the queue in batches of at most ``max_batch``; a failed batch is dropped and counted."""

@@ -29,6 +29,9 @@ class RecordingStore:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
 
+    def prepare_writer_thread(self) -> None:
+        pass
+
     def write_served(self, lists: Sequence[ServedList]) -> int:
         if self.fail:
             raise RuntimeError("database gone")
