@@ -137,5 +137,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def app_from_env() -> FastAPI:
-    """Factory for uvicorn workers: settings from the environment."""
-    return create_app(ServiceSettings())
+    """Factory for uvicorn workers: settings from the environment, with the event log attached.
+
+    The event log (``service.events``) receives every served list and serves ``POST /events`` and
+    the experiment report; ``APPRANK_EVENT_LOG=false`` leaves it out.
+    """
+    settings = ServiceSettings()
+    if not settings.event_log:
+        return create_app(settings)
+    from service.events import EventLog
+    from service.events.wiring import attach_event_log
+
+    event_log = EventLog.open(settings.database_url, prefix=settings.table_prefix)
+    app = create_app(settings, sink=event_log.sink)
+    attach_event_log(app, event_log)
+    return app

@@ -29,6 +29,7 @@ class ServiceSettings(BaseSettings):
         ort_intra_op_threads, ort_inter_op_threads: ONNX Runtime thread pools (1 suits one process per core).
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
+        event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
     """
 
     model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")
@@ -46,6 +47,7 @@ class ServiceSettings(BaseSettings):
     ort_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
     sync_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
     experiments_file: Path | None = None
+    event_log: bool = True
 
     @field_validator("table_prefix")
     @classmethod

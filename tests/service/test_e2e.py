@@ -86,12 +86,19 @@ def test_rank_and_aggregated_metrics_over_http(server: str) -> None:
         assert response.status_code == 200
         assert len(response.json()["items"]) == 20
     assert fresh_post(server, {"user_id": 1}).status_code == 422
+    served = fresh_post(server, rank_body(2)).json()
+    event = {"event_id": "e1", "type": "impression", "request_id": served["request_id"], "user_id": "3"}
+    time.sleep(0.3)  # the served list is written off the request path
+    posted = httpx.post(
+        f"{server}/events", json={"events": [event | {"app_id": served["items"][0]["app_id"]}]}
+    )
+    assert posted.status_code == 200, posted.text  # the event log is attached and saw the served list
     httpx.put(f"{server}/experiments/default", json=fifty_fifty(), headers=ADMIN).raise_for_status()
     time.sleep(1.2)  # feature counters are flushed by each worker's background thread
     text = httpx.get(f"{server}/metrics").text
     for name in METRIC_NAMES:
         assert name in text, name
-    assert 'apprank_http_requests_total{endpoint="/rank",status="200"} 20.0' in text
+    assert 'apprank_http_requests_total{endpoint="/rank",status="200"} 21.0' in text
     assert 'apprank_feature_oov_total{feature="city"} 20.0' in text
     assert "user_id" not in text and 'app_id="' not in text
 
