@@ -57,6 +57,8 @@ class TrainConfig(_Strict):
         net_l2: L2 penalty on the other weights (dense layers).
         precision: ``bf16`` runs forward/backward under bfloat16 autocast (AVX-512 BF16 CPUs train
             about 1.5x faster); ``fp32`` is exact. Evaluation and export are always fp32.
+        calibrate: fit Platt scaling (2 parameters) on the validation split and export it with the
+            model, so that the mean predicted CTR matches the observed one; AUC is unchanged.
         async_loading: prepare batches in a background thread while the model trains.
         threads: torch intra-op threads (None = all cores).
         valid_fraction / test_fraction: used when the data is a single file.
@@ -76,6 +78,7 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopping = EarlyStopping()
     lr_decay: LRDecay | None = LRDecay()
     precision: Literal["fp32", "bf16"] = "bf16"
+    calibrate: bool = True
     async_loading: bool = True
     threads: Annotated[int, Field(ge=1)] | None = None
     valid_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1

@@ -32,12 +32,13 @@ from model.encoder import FeatureEncoder
 from model.export import OPSET, PARITY_ROWS, export_onnx, parity_check
 from model.fitting import EncoderFitter
 from model.nets import build_model
+from model.nets.calibration import PlattScaled, fit_platt
 from model.schema import FeatureSchema
 from training.config import TrainConfig
 from training.data import EncodedData, encode_chunks, split_rows
 from training.datasets import DatasetSplits, data_fingerprint, resolve_dataset
 from training.readers.base import Chunk, Reader
-from training.trainer import History, Trainer, evaluate
+from training.trainer import History, Trainer, evaluate, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,18 @@ def _metrics(
         "train_rows": float(len(data.train)),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
+    if isinstance(model, PlattScaled):
+        metrics["training"] |= {"platt_scale": float(model.scale), "platt_shift": float(model.shift)}
     return metrics
+
+
+def _calibrated(model: nn.Module, valid: EncodedData, config: TrainConfig) -> nn.Module:
+    """The model with Platt scaling fitted on the validation split (or the model itself)."""
+    if not config.calibrate:
+        return model
+    scale, shift = fit_platt(predict_logits(model, valid, config.eval_batch_size), valid.labels)
+    log.info("calibration (Platt scaling on the validation split): logit * %.4f %+.4f", scale, shift)
+    return PlattScaled(model, scale, shift)
 
 
 def _resume(path: Path) -> tuple[FeatureEncoder, dict[str, Any]]:
@@ -193,17 +205,19 @@ def train_bundle(
     if state is not None:
         model.load_state_dict(state)
     history = Trainer(model, config, console).fit(data.train, data.valid)
-    metrics = _metrics(model, data, history, config)
+    served = _calibrated(model, data.valid, config)
+    metrics = _metrics(served, data, history, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        bundle = _write(model, encoder, data, splits, config, metrics, out, staging)
+        bundle = _write(served, model, encoder, data, splits, config, metrics, out, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when the bundle was written
     return TrainResult(bundle, read_manifest(bundle), history, metrics)
 
 
 def _write(
+    served: nn.Module,
     model: nn.Module,
     encoder: FeatureEncoder,
     data: Splits,
@@ -213,8 +227,8 @@ def _write(
     out: Path,
     staging: Path,
 ) -> Path:
-    """Export, check parity, and move the staged bundle into place."""
-    parity = _export(model, encoder, data, staging)
+    """Export the served model, check parity, keep the raw model's weights, move the bundle into place."""
+    parity = _export(served, encoder, data, staging)
     torch.save(model.state_dict(), staging / WEIGHTS)
     manifest = Manifest(
         name=config.name or out.name,

@@ -84,14 +84,19 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(groups, lr=opt.lr, fused=True)
 
 
-def predict(model: nn.Module, data: EncodedData, batch_size: int) -> npt.NDArray[np.float32]:
-    """CTR of every row, in eval mode and fp32."""
+def predict_logits(model: nn.Module, data: EncodedData, batch_size: int) -> Tensor:
+    """Logit of every row, in eval mode and fp32."""
     model.eval()
     outputs: list[Tensor] = []
     with torch.no_grad():
         for batch, _ in batches(data, batch_size, shuffle=False):
-            outputs.append(torch.sigmoid(model(batch).float()))
-    return torch.cat(outputs).numpy() if outputs else np.zeros(0, np.float32)
+            outputs.append(model(batch).float())
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def predict(model: nn.Module, data: EncodedData, batch_size: int) -> npt.NDArray[np.float32]:
+    """CTR of every row, in eval mode and fp32."""
+    return torch.sigmoid(predict_logits(model, data, batch_size)).numpy()
 
 
 def evaluate(model: nn.Module, data: EncodedData, batch_size: int) -> dict[str, float]:

@@ -71,3 +71,18 @@ def test_parity_check_fails_when_the_graph_differs(
         bias.add_(0.5)  # the torch model moves on; the exported graph does not
     report = parity_check(model, mixed_encoder.layout, mixed_rows, path)
     assert not report.passed and report.max_abs_diff > 1e-2
+
+
+def test_calibrated_model_exports_with_parity(
+    mixed_encoder: FeatureEncoder, mixed_rows: Encoded, tmp_path: Path
+) -> None:
+    from model.nets.calibration import PlattScaled
+
+    base = _perturbed("deepfm", mixed_encoder)
+    model = PlattScaled(base, 0.7, -0.3).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, mixed_encoder.layout, mixed_rows, path)
+    assert parity_check(model, mixed_encoder.layout, mixed_rows, path).passed
+    raw = torch_ctr(base, mixed_encoder.layout, mixed_rows).astype(np.float64)
+    expected = 1 / (1 + np.exp(-(0.7 * np.log(raw / (1 - raw)) - 0.3)))
+    np.testing.assert_allclose(onnx_ctr(path, mixed_rows), expected, atol=1e-5)

@@ -75,3 +75,14 @@ def test_unknown_model_and_bad_params_are_refused(mixed_encoder: FeatureEncoder)
         model_spec("deepfn")
     with pytest.raises(ValueError, match="hidden_unit"):
         build_model("deepfm", mixed_encoder.layout, {"hidden_unit": [10]})
+
+
+def test_platt_scaling_recovers_known_parameters() -> None:
+    from model.nets.calibration import fit_platt
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(200_000, generator=generator) * 2.0
+    labels = torch.bernoulli(torch.sigmoid(0.6 * logits - 1.2), generator=generator)
+    scale, shift = fit_platt(logits, labels)
+    assert scale == pytest.approx(0.6, abs=0.02) and shift == pytest.approx(-1.2, abs=0.02)
+    assert fit_platt(logits, torch.ones_like(logits)) == (1.0, 0.0)
