@@ -7,8 +7,8 @@ In the same run it times the bare ONNX Runtime call on the same encoded batch; t
 
     .venv/bin/python bench/serve_bench.py --models artifacts/frappe --out bench/results/serve.json
 
-Needs ``wrk`` (``apt-get install -y wrk``). Without ``--models`` (or with an empty directory) it builds an
-LR fixture bundle on the frappe_ctr schema fitted on the real training rows.
+Needs ``wrk`` (``apt-get install -y wrk``). Without ``--models`` (or with an empty directory) it builds a
+stand-in DeepFM-D bundle (random weights, the real exporter) on an encoder fitted on the real rows.
 """
 
 from __future__ import annotations
@@ -108,10 +108,14 @@ def free_port() -> int:
         return port
 
 
-def start_server(models: Path, workers: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    models: Path, model: str, workers: int, work: Path, event_log: bool
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dict(os.environ, APPRANK_MODELS_DIR=str(models), APPRANK_DATABASE_URL=f"sqlite:///{work}/bench.db")
-    env["APPRANK_MAX_CANDIDATES"] = "5000"
+    env.update(
+        APPRANK_MAX_CANDIDATES="5000", APPRANK_DEFAULT_MODEL=model, APPRANK_EVENT_LOG=str(event_log).lower()
+    )
     if workers > 1:
         metrics_dir = work / f"metrics-{port}"
         metrics_dir.mkdir()
@@ -149,15 +153,47 @@ def wrk(url: str, body: Path, work: Path, connections: int, threads: int, second
 
 
 def fixture_models(work: Path, rows: list[dict[str, str]]) -> Path:
-    """An LR bundle on the frappe_ctr schema, fitted on real rows (when no trained bundle is given)."""
+    """A stand-in bundle on the frappe_ctr schema with an encoder fitted on the real training rows.
+
+    DeepFM-D (default hyperparameters, random weights) through the real exporter when torch is
+    installed, else the LR test graph: same inputs, so the service's overhead is the same.
+    """
     from model.fitting import fit_encoder
     from model.schema import FeatureSchema
-    from tests.service.bundles import random_weights, write_lr_bundle
 
     schema = FeatureSchema.load(REPO / "configs" / "schemas" / "frappe_ctr.yaml")
     encoder = fit_encoder(schema, {name: np.array([r[name] for r in rows]) for name in schema.names})
-    write_lr_bundle(work / "models" / "lr", encoder, random_weights(encoder))
+    try:
+        _export_deepfm(encoder, work / "models" / "deepfm")
+    except ImportError:
+        from tests.service.bundles import random_weights, write_lr_bundle
+
+        write_lr_bundle(work / "models" / "lr", encoder, random_weights(encoder))
     return work / "models"
+
+
+def _export_deepfm(encoder: Any, out: Path) -> None:
+    from datetime import UTC, datetime
+
+    import torch
+
+    from model.bundle import ONNX, Manifest, sha256_file, write_bundle
+    from model.export import OPSET, export_onnx, parity_check
+    from model.nets import build_model
+
+    torch.manual_seed(0)
+    net = build_model("deepfm", encoder.layout)
+    staging = out.parent / ".staging-deepfm"
+    staging.mkdir(parents=True)
+    export_onnx(net, encoder.layout, encoder.transform({}, 4), staging / ONNX)
+    parity = parity_check(net, encoder.layout, encoder.transform({}, 8), staging / ONNX)
+    manifest = Manifest(
+        name="deepfm", model="deepfm", version="fixture", created_at=datetime.now(UTC),
+        schema_hash=encoder.schema.content_hash(), data_fingerprint="frappe_ctr",
+        onnx_sha256=sha256_file(staging / ONNX), opset=OPSET, inputs=list(encoder.schema.names),
+        parity=parity, metrics={}, hyperparameters={},
+    )  # fmt: skip
+    write_bundle(out, manifest, encoder.schema, encoder, staging)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -166,7 +202,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     models = args.models
     if models is None or not any(p.is_dir() for p in models.iterdir()):
         models = fixture_models(work, read_rows(args.data / "train.csv", 300_000))
-    bundle_dir = next(p for p in sorted(models.iterdir()) if p.is_dir() and not p.name.startswith("."))
+    dirs = [p for p in sorted(models.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    bundle_dir = next(p for p in dirs if args.model in (None, p.name))
     results = []
     bodies = {}
     for n in args.candidates:
@@ -174,7 +211,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         bodies[n].write_bytes(payload(rows, bundle_dir, n))
     onnx = {n: bare_onnx(bundle_dir, bodies[n].read_bytes(), args.repeats) for n in args.candidates}
     for workers in args.workers:
-        server, url = start_server(models, workers, work)
+        server, url = start_server(models, bundle_dir.name, workers, work, args.with_event_log)
         try:
             for n in args.candidates:
                 wrk(url, bodies[n], work, 1, 1, 2)  # warm-up
@@ -236,12 +273,14 @@ def main() -> None:
     parser.add_argument(
         "--models", type=Path, default=None, help="directory of bundles (first one is served)"
     )
+    parser.add_argument("--model", default=None, help="bundle (subdirectory) to request; default: the first")
     parser.add_argument("--data", type=Path, default=DATA, help="frappe_ctr directory (payloads)")
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2000, help="bare ONNX calls timed")
+    parser.add_argument("--with-event-log", action="store_true", help="log served lists (SQLite) too")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
