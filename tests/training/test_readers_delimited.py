@@ -177,3 +177,17 @@ def test_absent_columns_allowed_on_request(write_file: WriteFile, tiny_schema: F
 def test_frappe_ctr_header_is_the_documented_one(data_dir: Path) -> None:
     header = (data_dir / "frappe_ctr" / "train.csv").open().readline().strip().split(",")
     assert tuple(header) == FRAPPE_CTR_COLUMNS
+
+
+def test_bom_crlf_and_no_final_newline(tmp_path: Path, tiny_schema: FeatureSchema) -> None:
+    path = tmp_path / "win.csv"
+    path.write_bytes("\ufefflabel,user,score,tags\r\n1,é,1,x\r\n0,b,2,y".encode())
+    chunk = read_all(DelimitedReader(path, tiny_schema))
+    assert chunk.columns["user"].tolist() == ["é", "b"] and chunk.columns["score"].tolist() == [1.0, 2.0]
+
+
+def test_not_utf8_names_the_line(tmp_path: Path, tiny_schema: FeatureSchema) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"label,user,score,tags\n1,a,1,x\n0,caf\xe9,2,y\n")
+    error = _error(DelimitedReader(path, tiny_schema))
+    assert str(error) == f"{path}:3: not UTF-8 text (invalid continuation byte at byte 6 of the line)"

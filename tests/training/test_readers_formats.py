@@ -206,3 +206,11 @@ def test_parquet_errors(tmp_path: Path, tiny_schema: FeatureSchema) -> None:
     empty.write_bytes(b"")
     with pytest.raises(ReaderError, match=rf"^{empty}: empty file$"):
         read_all(ParquetReader(empty, tiny_schema))
+
+
+def test_libsvm_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bin.libsvm"
+    path.write_bytes(ROW.encode() + b"0 1:\xff\n")
+    with pytest.raises(ReaderError) as caught:
+        read_all(LibsvmReader(path, X1))
+    assert str(caught.value) == f"{path}:2: not UTF-8 text (invalid start byte at byte 5 of the line)"

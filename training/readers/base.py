@@ -140,3 +140,15 @@ def field_columns(schema: FeatureSchema, present: set[str]) -> list[tuple[str, s
         for spec in schema.fields
         if spec.raw_column in present
     ]
+
+
+def undecodable_error(path: Path) -> ReaderError:
+    """The error for a file that is not UTF-8, naming the first line that does not decode."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                reason = f"not UTF-8 text ({error.reason} at byte {error.start + 1} of the line)"
+                return ReaderError(path, reason, line=number)
+    return ReaderError(path, "not UTF-8 text")

@@ -28,6 +28,7 @@ from training.readers.base import (
     field_columns,
     parse_labels,
     parse_numbers,
+    undecodable_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,8 +143,8 @@ class TextFile:
                     start, previous_end = previous_end + 1, reader.line_num
                     if fields:
                         yield start, fields
-        except UnicodeDecodeError as error:
-            raise ReaderError(self.path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+        except UnicodeDecodeError:
+            raise undecodable_error(self.path) from None
         except csv.Error as error:
             raise ReaderError(self.path, f"unreadable CSV: {error}") from None
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ from training.readers.base import (
     StrArray,
     parse_labels,
     parse_numbers,
+    undecodable_error,
 )
 
 IntArray = npt.NDArray[np.int64]
@@ -51,7 +52,7 @@ class _LineReader:
             raise ReaderError(self.path, "no such file")
         rows_seen, lines_before = 0, 0
         with self.path.open(encoding="utf-8") as handle:
-            while block := list(itertools.islice(handle, chunk_rows)):
+            while block := _lines(handle, chunk_rows, self.path):
                 tokens = [line.split() for line in block]
                 kept = np.flatnonzero(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)))
                 if kept.size:
@@ -82,6 +83,14 @@ class _LineReader:
         weighted = np.strings.add(np.strings.add(index, ":"), value)
         out = np.where(numbers == 1.0, index, np.where((numbers == 0.0) | absent, "", weighted))
         return out.astype(str)
+
+
+def _lines(handle: TextIO, count: int, path: Path) -> list[str]:
+    """The next ``count`` lines (fewer at the end of the file)."""
+    try:
+        return list(itertools.islice(handle, count))
+    except UnicodeDecodeError:
+        raise undecodable_error(path) from None
 
 
 def _split_token(tokens: StrArray) -> tuple[StrArray, StrArray, StrArray]:
