@@ -88,6 +88,7 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
         try:
             yield
         finally:
+            gc.unfreeze()
             state.sync.stop()
             state.db.close()
 

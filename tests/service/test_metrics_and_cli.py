@@ -7,10 +7,12 @@ import re
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from service.auth import AdminTokens, AuthError
 from service.cli import register
+from service.settings import ServiceSettings
 from tests.service.conftest import ADMIN, fifty_fifty, rank_body
 
 REQUIRED = {
@@ -97,6 +99,17 @@ def test_admin_tokens_parse_and_identify() -> None:
     for bad in ("alice:", "a b:x", "alice:x,alice:y"):
         with pytest.raises(ValueError, match="APPRANK_ADMIN_TOKEN"):
             AdminTokens.parse(bad)
+
+
+def test_settings_come_from_apprank_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPRANK_MAX_CANDIDATES", "77")
+    monkeypatch.setenv("APPRANK_ADMIN_TOKEN", "ops:t0ken")
+    settings = ServiceSettings()
+    assert settings.max_candidates == 77 and settings.admin_token is not None
+    assert AdminTokens.parse(settings.admin_token.get_secret_value()).identify("Bearer t0ken") == "ops"
+    for field, bad in (("table_prefix", "Bad-Prefix"), ("max_candidates", "0"), ("sync_interval_s", "0")):
+        with pytest.raises(ValidationError, match=field):
+            ServiceSettings.model_validate({field: bad})
 
 
 def test_serve_command_is_registered() -> None:
