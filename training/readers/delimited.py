@@ -23,6 +23,7 @@ from model.schema import FeatureSchema
 from training.readers.base import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
+    FloatArray,
     ReaderError,
     StrArray,
     field_columns,
@@ -62,6 +63,23 @@ def strings(column: pa.ChunkedArray | pa.Array) -> StrArray:
     encoded = pa_compute.dictionary_encode(pa_compute.fill_null(array, ""))
     values: Any = encoded.dictionary.to_numpy(zero_copy_only=False)
     out: StrArray = np.asarray(values, dtype=str)[encoded.indices.to_numpy()]
+    return out
+
+
+def arrow_numbers(column: pa.ChunkedArray | pa.Array) -> FloatArray | None:
+    """Float64 values of a string column via Arrow's (fast) parser, ``""`` = NaN; None if any value fails.
+
+    The caller then falls back to ``parse_numbers``, which accepts what numpy accepts and otherwise
+    reports the first bad value with its line.
+    """
+    blank = pa_compute.equal(column, "")
+    try:
+        values = pa_compute.cast(
+            pa_compute.if_else(blank, pa.scalar(None, pa.string()), column), pa.float64()
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    out: FloatArray = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
     return out
 
 
@@ -233,6 +251,12 @@ class DelimitedReader:
         )
         columns: dict[str, Any] = {}
         for name, raw, numeric in wanted:
-            text = strings(table.column(raw))
-            columns[name] = parse_numbers(text, locate, self.path, raw) if numeric else text
+            column = table.column(raw)
+            if numeric:
+                fast = arrow_numbers(column)
+                columns[name] = (
+                    fast if fast is not None else parse_numbers(strings(column), locate, self.path, raw)
+                )
+            else:
+                columns[name] = strings(column)
         return Chunk(columns, labels, self.text.header_lines + rows_before + 1)

@@ -75,9 +75,12 @@ class _LineReader:
     ) -> npt.NDArray[Any]:
         """One field's column from its index and value tokens (``""`` index = absent from the row)."""
         absent = index == ""
-        numbers = parse_numbers(
-            np.where(absent, "", value), lambda row: int(lines[row]), self.path, spec.name
-        )
+        numbers = np.where(absent, np.nan, 1.0)
+        other = np.flatnonzero(~absent & (value != "1"))  # one-hot data: almost every value is "1"
+        if other.size:
+            numbers[other] = parse_numbers(
+                value[other], lambda row: int(lines[other[row]]), self.path, spec.name
+            )
         if spec.kind is FeatureKind.NUMERIC:
             return numbers
         weighted = np.strings.add(np.strings.add(index, ":"), value)
