@@ -19,69 +19,69 @@ def day_bounds(start: datetime | None, end: datetime | None) -> tuple[float, flo
     return low, high
 
 
+def export_training_command(
+    experiment: Annotated[str, typer.Option(help="experiment name")],
+    out: Annotated[
+        Path, typer.Option(help="output file, .csv or .parquet (X.schema.yaml is written beside it)")
+    ],
+    start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first UTC day")] = None,
+    end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last UTC day")] = None,
+    db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
+    models: Annotated[
+        Path,
+        typer.Option(envvar="APPRANK_MODELS_DIR", help="bundles directory: the schema of the served model"),
+    ] = Path("models"),
+    schema: Annotated[
+        Path | None, typer.Option(help="schema file (JSON or YAML) instead of the bundle's")
+    ] = None,
+    prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
+) -> None:
+    """Impressions joined with downloads into labeled rows with the logged raw features."""
+    from rich.console import Console
+
+    from model.schema import FeatureSchema
+    from service.db import Database
+    from service.events.export import ExportError, export_training, schema_from_bundles
+    from service.events.store import open_event_store
+
+    low, high = day_bounds(start, end)
+    database = Database(db)
+    try:
+        store = open_event_store(database, prefix)
+        feature_schema = (
+            FeatureSchema.load(schema)
+            if schema is not None
+            else schema_from_bundles(store.served_models(experiment, low, high), models)
+        )
+        summary = export_training(store, experiment, low, high, out, feature_schema)
+    except ExportError as error:
+        raise typer.BadParameter(str(error)) from None
+    finally:
+        database.close()
+    written = f"{summary.rows:,} rows ({summary.positives:,} downloads) -> {summary.path}"
+    Console().print(f"{written}, schema {summary.schema_path}")
+
+
+def purge_events_command(
+    older_than_days: Annotated[int, typer.Option(min=0, help="keep this many whole UTC days")],
+    db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
+    prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
+) -> None:
+    """Delete served lists and events older than N days (retention)."""
+    from rich.console import Console
+
+    from service.db import Database
+    from service.events.store import open_event_store
+
+    database = Database(db)
+    try:
+        counts = open_event_store(database, prefix).purge(older_than_days)
+    finally:
+        database.close()
+    Console().print(f"purged: {counts}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``apprank export-training`` and ``apprank purge-events`` to the CLI."""
-
-    @app.command("export-training")
-    def export_training_command(
-        experiment: Annotated[str, typer.Option(help="experiment name")],
-        out: Annotated[
-            Path, typer.Option(help="output file, .csv or .parquet (X.schema.yaml is written beside it)")
-        ],
-        start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first UTC day")] = None,
-        end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last UTC day")] = None,
-        db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
-        models: Annotated[
-            Path,
-            typer.Option(
-                envvar="APPRANK_MODELS_DIR", help="bundles directory: the schema of the served model"
-            ),
-        ] = Path("models"),
-        schema: Annotated[
-            Path | None, typer.Option(help="schema file (JSON or YAML) instead of the bundle's")
-        ] = None,
-        prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
-    ) -> None:
-        """Impressions joined with downloads into labeled rows with the logged raw features."""
-        from rich.console import Console
-
-        from model.schema import FeatureSchema
-        from service.db import Database
-        from service.events.export import ExportError, export_training, schema_from_bundles
-        from service.events.store import open_event_store
-
-        low, high = day_bounds(start, end)
-        database = Database(db)
-        try:
-            store = open_event_store(database, prefix)
-            feature_schema = (
-                FeatureSchema.load(schema)
-                if schema is not None
-                else schema_from_bundles(store.served_models(experiment, low, high), models)
-            )
-            summary = export_training(store, experiment, low, high, out, feature_schema)
-        except ExportError as error:
-            raise typer.BadParameter(str(error)) from None
-        finally:
-            database.close()
-        written = f"{summary.rows:,} rows ({summary.positives:,} downloads) -> {summary.path}"
-        Console().print(f"{written}, schema {summary.schema_path}")
-
-    @app.command("purge-events")
-    def purge_events_command(
-        older_than_days: Annotated[int, typer.Option(min=0, help="keep this many whole UTC days")],
-        db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
-        prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
-    ) -> None:
-        """Delete served lists and events older than N days (retention)."""
-        from rich.console import Console
-
-        from service.db import Database
-        from service.events.store import open_event_store
-
-        database = Database(db)
-        try:
-            counts = open_event_store(database, prefix).purge(older_than_days)
-        finally:
-            database.close()
-        Console().print(f"purged: {counts}")
+    app.command("export-training")(export_training_command)
+    app.command("purge-events")(purge_events_command)

@@ -135,46 +135,47 @@ def _with_ci(value: float | None, low: float | None, high: float | None, scale: 
     return text if low is None or high is None else f"{text} [{low * scale:.3f}, {high * scale:.3f}]"
 
 
+def report_command(
+    experiment: Annotated[str, typer.Option(help="experiment name")],
+    db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
+    start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first UTC day")] = None,
+    end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last UTC day")] = None,
+    png: Annotated[Path | None, typer.Option(help="write the daily lift chart here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    arms: Annotated[str | None, typer.Option(help="ARM:WEIGHT,... when not in the database")] = None,
+    control: Annotated[str | None, typer.Option(help="control arm with --arms (default: first)")] = None,
+    prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
+) -> None:
+    """Per-arm CTR and CVR with 95% intervals, lift over the control, SRM check, daily lift."""
+    from rich.console import Console
+
+    from service.db import Database
+    from service.events.store import open_event_store
+    from service.report.build import build_report
+    from service.report.chart import render_daily_chart
+
+    database = Database(db)
+    try:
+        definition = parse_arms(arms, experiment, control) if arms else None
+        definition = definition or experiment_from_db(database, prefix, experiment)
+        if definition is None:
+            raise typer.BadParameter(
+                f"no experiment {experiment!r} in {db}; give --arms", param_hint="--experiment"
+            )
+        report = build_report(
+            open_event_store(database, prefix), definition, start and start.date(), end and end.date()
+        )
+    finally:
+        database.close()
+    if as_json:
+        Console().print_json(report.model_dump_json())
+    else:
+        print_report(report)
+    if png is not None:
+        png.write_bytes(render_daily_chart(report))
+        Console(stderr=True).print(f"chart written to {png}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``apprank report`` to the CLI."""
-
-    @app.command("report")
-    def report_command(
-        experiment: Annotated[str, typer.Option(help="experiment name")],
-        db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
-        start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first UTC day")] = None,
-        end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last UTC day")] = None,
-        png: Annotated[Path | None, typer.Option(help="write the daily lift chart here")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-        arms: Annotated[str | None, typer.Option(help="ARM:WEIGHT,... when not in the database")] = None,
-        control: Annotated[str | None, typer.Option(help="control arm with --arms (default: first)")] = None,
-        prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
-    ) -> None:
-        """Per-arm CTR and CVR with 95% intervals, lift over the control, SRM check, daily lift."""
-        from rich.console import Console
-
-        from service.db import Database
-        from service.events.store import open_event_store
-        from service.report.build import build_report
-        from service.report.chart import render_daily_chart
-
-        database = Database(db)
-        try:
-            definition = parse_arms(arms, experiment, control) if arms else None
-            definition = definition or experiment_from_db(database, prefix, experiment)
-            if definition is None:
-                raise typer.BadParameter(
-                    f"no experiment {experiment!r} in {db}; give --arms", param_hint="--experiment"
-                )
-            report = build_report(
-                open_event_store(database, prefix), definition, start and start.date(), end and end.date()
-            )
-        finally:
-            database.close()
-        if as_json:
-            Console().print_json(report.model_dump_json())
-        else:
-            print_report(report)
-        if png is not None:
-            png.write_bytes(render_daily_chart(report))
-            Console(stderr=True).print(f"chart written to {png}")
+    app.command("report")(report_command)
