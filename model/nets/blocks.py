@@ -7,7 +7,6 @@ lookup per role instead of one per field.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -164,18 +163,12 @@ class InnerProduct(nn.Module):
 
 
 class OuterProduct(nn.Module):
-    """PNN's outer-product layer with the sum-pooling trick: p = f_sigma f_sigma^T, f_sigma = sum_i e_i.
+    """PNN's outer-product signal with the sum-pooling trick: p = f f^T, f = sum_i e_i, flattened.
 
-    The D x D matrix p is mapped by ``units`` learned D x D kernels to [B, units] (Qu et al., 2016).
+    [B, F, D] -> [B, D*D]. The next linear layer applies the paper's D1 learned D x D kernels
+    (<W_k, p> for k = 1..D1), so kernels and the first hidden layer are one matrix multiplication.
     """
-
-    def __init__(self, dim: int, units: int) -> None:
-        super().__init__()
-        self.kernel = nn.Parameter(torch.empty(units, dim, dim))
-        nn.init.normal_(self.kernel, std=1.0 / math.sqrt(dim * dim))
-        self.units = units
 
     def forward(self, embedded: Tensor) -> Tensor:
         pooled = embedded.sum(dim=1)  # [B, D]
-        # <W_k, f f^T> = f^T W_k f, computed without materializing f f^T.
-        return torch.einsum("bd,kde,be->bk", pooled, self.kernel, pooled)
+        return (pooled.unsqueeze(2) * pooled.unsqueeze(1)).flatten(start_dim=1)

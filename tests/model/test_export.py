@@ -20,7 +20,7 @@ def _perturbed(name: str, encoder: FeatureEncoder) -> torch.nn.Module:
     model = build_model(name, encoder.layout)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
+            parameter.add_(0.05 * torch.randn_like(parameter))
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             assert module.running_mean is not None and module.running_var is not None
