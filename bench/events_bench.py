@@ -7,9 +7,9 @@
    the ServedListSink, against the same service with served lists discarded (``NullSink``); the
    difference of the p50s is what logging adds to /rank. Target: at most 0.3 ms.
 
-The service is ``service.app.create_app`` with the event log attached by
-``service.events.wiring.attach_event_log`` (``bench_app`` below, run by uvicorn ``--factory``), over an
-LR bundle on the frappe_ctr schema (the tests' fixture bundle: no data files needed).
+The service is ``service.app:app_from_env`` under uvicorn (what ``apprank serve`` runs), with the event
+log attached (``APPRANK_EVENT_LOG=true``) or not, over an LR bundle on the frappe_ctr schema (the
+tests' fixture bundle: no data files needed).
 
     .venv/bin/python bench/events_bench.py --out bench/results/events_bench.json
 
@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -44,11 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from service.served import ServedList  # noqa: E402
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
 log = logging.getLogger("events_bench")
-LOGGING_ENV = "EVENTS_BENCH_LOGGING"
 ITEMS = 10  # returned items per pre-logged served list; a batch of 100 events covers 10 lists
 WRK_LUA = """
 wrk.method = "POST"
@@ -64,23 +60,6 @@ end
 """
 
 
-def bench_app() -> FastAPI:
-    """The service; with the event log attached when ``EVENTS_BENCH_LOGGING=1`` (uvicorn factory)."""
-    from service.app import create_app
-    from service.events.log import EventLog, EventLogConfig
-    from service.events.wiring import attach_event_log
-    from service.settings import ServiceSettings
-
-    settings = ServiceSettings()
-    if os.environ.get(LOGGING_ENV) != "1":
-        return create_app(settings)
-    config = EventLogConfig(unknown_request_grace_s=0.0, max_events_per_batch=1000)
-    event_log = EventLog.open(settings.database_url, config, prefix=settings.table_prefix)
-    app = create_app(settings, sink=event_log.sink)
-    attach_event_log(app, event_log)
-    return app
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -89,23 +68,13 @@ def free_port() -> int:
 
 
 def start_server(work: Path, logging_on: bool) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn (one worker) serving ``bench_app``; returns the process and its base URL."""
+    """uvicorn (one worker) on ``service.app:app_from_env``, what ``apprank serve`` runs; process and URL."""
     port = free_port()
     env = dict(
         os.environ, APPRANK_MODELS_DIR=str(work / "models"), APPRANK_DATABASE_URL=f"sqlite:///{work}/bench.db"
     )
-    env.update(
-        {LOGGING_ENV: "1" if logging_on else "0", "APPRANK_ORT_DEVICE": "cpu", "PYTHONPATH": str(REPO)}
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "--app-dir",
-        str(REPO / "bench"),
-        "events_bench:bench_app",
-    ]
+    env.update({"APPRANK_EVENT_LOG": "true" if logging_on else "false", "APPRANK_ORT_DEVICE": "cpu"})
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env"]
     command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     server = subprocess.Popen(command, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -333,6 +302,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "events_bench.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="events-bench-"))
     try:
         write_fixture_bundle(work)
