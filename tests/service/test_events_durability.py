@@ -1,6 +1,6 @@
-"""Nothing acknowledged is lost: the real service (``create_app`` plus the event log, under uvicorn) is
-killed with SIGKILL in the middle of a load of POST /events, restarted, and every event that was
-answered with a 200 is found in the store."""
+"""Nothing acknowledged is lost: the real service (``service.app:app_from_env`` with the event log, under
+uvicorn) is killed with SIGKILL in the middle of a load of POST /events, restarted, and every event
+that was answered with a 200 is found in the store."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.db import Database
 from service.events.store import open_event_store
@@ -30,20 +29,6 @@ REQUESTS = WORKERS * BATCHES * LISTS_PER_BATCH
 APPS = ("a", "b", "c")
 
 
-def durability_app() -> FastAPI:
-    """The service as deployed, with the event log attached (settings from APPRANK_* variables)."""
-    from service.app import create_app
-    from service.events.log import EventLog
-    from service.events.wiring import attach_event_log
-    from service.settings import ServiceSettings
-
-    settings = ServiceSettings()
-    event_log = EventLog.open(settings.database_url, prefix=settings.table_prefix)
-    app = create_app(settings, sink=event_log.sink)
-    attach_event_log(app, event_log)
-    return app
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -52,12 +37,12 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn --factory tests.service.test_events_durability:durability_app`` in a child process."""
+    """``uvicorn --factory service.app:app_from_env`` (what ``apprank serve`` runs) in a child process."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:durability_app"]
+        command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env"]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port), "--log-level", "warning"],
@@ -102,7 +87,7 @@ def setup(target: StoreTarget, tmp_path: Path) -> Iterator[dict[str, str]]:
         APPRANK_DATABASE_URL=target.url,
         APPRANK_TABLE_PREFIX=target.prefix,
         APPRANK_ORT_DEVICE="cpu",
-        PYTHONPATH=str(REPO),
+        APPRANK_EVENT_LOG="true",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     yield env
