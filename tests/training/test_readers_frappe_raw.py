@@ -39,14 +39,12 @@ def test_every_log_is_a_positive_with_two_unused_negatives(data_dir: Path) -> No
     assert table.num_rows == 3 * logs["user"].size and int(table.labels.sum()) == logs["user"].size
     used = set(zip(logs["user"].tolist(), logs["item"].tolist(), strict=True))
     negative = table.labels == 0.0
-    pairs = zip(
-        table.columns["user"][negative].tolist(), table.columns["item"][negative].tolist(), strict=True
-    )
+    pairs = zip(table.column("user")[negative].tolist(), table.column("item")[negative].tolist(), strict=True)
     assert not any(pair in used for pair in pairs)
     positive_context = sorted(
         zip(logs["user"].tolist(), logs["daytime"].tolist(), logs["city"].tolist(), strict=True)
     )
-    rows = zip(*(table.columns[c][~negative].tolist() for c in ("user", "daytime", "city")), strict=True)
+    rows = zip(*(table.column(c)[~negative].tolist() for c in ("user", "daytime", "city")), strict=True)
     assert sorted(rows) == positive_context
     assert 0.1 < np.mean(table.labels[:1000]) < 0.6  # shuffled, not positives first
 
@@ -58,10 +56,10 @@ def test_app_attributes_joined_from_meta(data_dir: Path) -> None:
     )
     by_item = {item: i for i, item in enumerate(meta["item"].tolist())}
     for row in range(0, table.num_rows, 997):
-        source = by_item[str(table.columns["item"][row])]
-        assert all(table.columns[name][row] == meta[name][source] for name in META_COLUMNS)
+        source = by_item[str(table.columns["item"].rows(row, row + 1)[0])]
+        assert all(table.columns[name].rows(row, row + 1)[0] == meta[name][source] for name in META_COLUMNS)
     costs: dict[str, set[str]] = {}
-    for item, cost in zip(table.columns["item"].tolist(), table.columns["cost"].tolist(), strict=True):
+    for item, cost in zip(table.column("item").tolist(), table.column("cost").tolist(), strict=True):
         costs.setdefault(item, set()).add(cost)
     assert all(len(values) == 1 for values in costs.values()) and {"free", "paid"} == set().union(
         *costs.values()

@@ -200,6 +200,9 @@ class DelimitedReader:
         signed_labels: also accept ``-1`` / ``+1`` labels.
         allow_missing_columns: a schema field absent from the header is left out of the chunks (the
             encoder then sees it as missing) instead of being an error.
+
+    ``Chunk.first_line`` is counted on the fast path as header + rows before + 1: exact unless earlier
+    rows hold quoted newlines or blank lines. Line numbers in errors are always exact.
     """
 
     def __init__(

@@ -33,15 +33,32 @@ Split = Literal["train", "valid", "test"]
 
 
 @dataclass(frozen=True)
+class CodedColumn:
+    """A text column stored as codes into its distinct values (a few MB instead of a few dozen)."""
+
+    values: StrArray
+    codes: npt.NDArray[np.int32]
+
+    def rows(self, begin: int = 0, end: int | None = None) -> StrArray:
+        """The text of rows [begin, end)."""
+        out: StrArray = self.values[self.codes[begin:end]]
+        return out
+
+
+@dataclass(frozen=True)
 class FrappeCtrTable:
     """All generated rows, shuffled: ``columns`` keyed by frappe_ctr column name, labels 0/1."""
 
-    columns: dict[str, StrArray]
+    columns: dict[str, CodedColumn]
     labels: npt.NDArray[np.float32]
 
     @property
     def num_rows(self) -> int:
         return int(self.labels.size)
+
+    def column(self, name: str) -> StrArray:
+        """Every row of one column as text."""
+        return self.columns[name].rows()
 
 
 def _sample_negatives(
@@ -69,6 +86,12 @@ def _per_item(num_items: int, codes: npt.NDArray[np.int64], values: StrArray) ->
     return out
 
 
+def _coded(text: StrArray, rows: npt.NDArray[np.int64]) -> CodedColumn:
+    """``text[rows]`` as a coded column."""
+    values, codes = np.unique(text, return_inverse=True)
+    return CodedColumn(values, codes.astype(np.int32)[rows])
+
+
 @functools.lru_cache(maxsize=2)
 def build_frappe_ctr(directory: Path, seed: int = 2026, negatives: int = 2) -> FrappeCtrTable:
     """Generate the shuffled CTR rows from ``directory/frappe.csv`` and ``directory/meta.csv``.
@@ -90,14 +113,18 @@ def build_frappe_ctr(directory: Path, seed: int = 2026, negatives: int = 2) -> F
     items = np.concatenate([item_codes, drawn])
     order = np.random.default_rng([seed, 1]).permutation(source.size)
     source, items = source[order], items[order]
-    columns = {name: logs[name][source] for name in CONTEXT_COLUMNS}
-    columns["item"] = item_names[items]
-    columns["cost"] = _per_item(item_names.size, item_codes, logs["cost"])[items]
+    columns = {name: _coded(logs[name], source) for name in CONTEXT_COLUMNS}
+    columns["item"] = CodedColumn(item_names, items.astype(np.int32))
+    columns["cost"] = CodedColumn(
+        _per_item(item_names.size, item_codes, logs["cost"]), items.astype(np.int32)
+    )
     meta_codes = np.searchsorted(item_names, meta["item"])
     for name in META_COLUMNS:
-        columns[name] = _per_item(item_names.size, meta_codes, meta[name])[items]
+        columns[name] = CodedColumn(
+            _per_item(item_names.size, meta_codes, meta[name]), items.astype(np.int32)
+        )
     labels = (order < user_codes.size).astype(np.float32)
-    for array in (*columns.values(), labels):
+    for array in (labels, *(a for c in columns.values() for a in (c.values, c.codes))):
         array.flags.writeable = False  # shared by the split readers through the cache
     return FrappeCtrTable(columns, labels)
 
@@ -160,7 +187,7 @@ class FrappeRawReader:
     def _columns(self, table: FrappeCtrTable, begin: int, end: int) -> dict[str, Any]:
         columns: dict[str, Any] = {}
         for spec in self.schema.fields:
-            text = table.columns[spec.raw_column][begin:end].copy()
+            text = table.columns[spec.raw_column].rows(begin, end)
             if spec.kind is FeatureKind.NUMERIC:
                 known = np.where(text == "unknown", "", text)
                 columns[spec.name] = parse_numbers(
