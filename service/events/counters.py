@@ -21,11 +21,12 @@ SERVED_QUEUE_DEPTH = "apprank_served_log_queue_depth"  # Gauge
 EVENTS_REJECTED = "apprank_events_rejected"  # Counter{reason}
 IMPRESSIONS = "apprank_impressions"  # Counter{experiment, arm}
 DOWNLOADS = "apprank_downloads"  # Counter{experiment, arm}
-_NAMES = (SERVED_DROPPED, SERVED_QUEUE_DEPTH, EVENTS_REJECTED, IMPRESSIONS, DOWNLOADS)
+EXPERIMENT_USERS = "apprank_experiment_users"  # Gauge{experiment, arm}: distinct users in the store
+_NAMES = (SERVED_DROPPED, SERVED_QUEUE_DEPTH, EVENTS_REJECTED, IMPRESSIONS, DOWNLOADS, EXPERIMENT_USERS)
 
 
 class EventCounters:
-    """Dropped served lists, queue depth, rejected events by reason, accepted events by arm."""
+    """Dropped served lists, queue depth, rejected events by reason, accepted events and users by arm."""
 
     def __init__(self, prometheus: dict[str, Any] | None = None) -> None:
         self._prometheus = prometheus or {}
@@ -34,6 +35,7 @@ class EventCounters:
         self.queue_depth = 0
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[tuple[str, str, str]] = Counter()
+        self.users: dict[tuple[str, str], int] = {}
 
     @classmethod
     def from_service_metrics(cls, module: str = "service.metrics") -> EventCounters:
@@ -84,6 +86,20 @@ class EventCounters:
             metric = self._prometheus.get(IMPRESSIONS if kind == "impression" else DOWNLOADS)
             if metric is not None:
                 metric.labels(experiment=experiment, arm=arm).inc(count)
+
+    @property
+    def tracks_experiment_users(self) -> bool:
+        """True when the service defines the distinct-users gauge (worth a periodic store query)."""
+        return EXPERIMENT_USERS in self._prometheus
+
+    def experiment_users(self, counts: list[tuple[str, str, int]]) -> None:
+        """Set the distinct users of each (experiment, arm)."""
+        with self._lock:
+            self.users = {(experiment, arm): users for experiment, arm, users in counts}
+        metric = self._prometheus.get(EXPERIMENT_USERS)
+        if metric is not None:
+            for experiment, arm, users in counts:
+                metric.labels(experiment=experiment, arm=arm).set(users)
 
     def snapshot(self) -> dict[str, Any]:
         """The in-memory counters as plain JSON-able data."""

@@ -1,7 +1,8 @@
 """``EventLog``: the event log as one object the service starts and stops.
 
 It owns the event store, the served-list writer (the ``ServedListSink`` that /rank submits to), the
-group committer of POST /events, the counters, and an optional retention thread.
+group committer of POST /events, the counters, and a maintenance thread (retention purges, and the
+distinct-users-per-arm gauge that Prometheus divides downloads by for CVR).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class EventLogConfig:
             writer is flushed on demand).
         retention_days: when set, served lists and events older than this many days are purged every
             ``purge_interval_s``.
+        users_refresh_s: how often ``apprank_experiment_users`` is recomputed from the store (only
+            when the service defines that gauge; 0 turns it off).
     """
 
     max_events_per_batch: int = 1_000
@@ -45,10 +48,11 @@ class EventLogConfig:
     unknown_request_grace_s: float = 0.3
     retention_days: int | None = None
     purge_interval_s: float = 3600.0
+    users_refresh_s: float = 30.0
 
 
 class EventLog:
-    """Store + writer + committer (+ retention). Call ``start()`` at startup and ``close()`` at shutdown.
+    """Store + writer + committer + maintenance. Call ``start()`` at startup and ``close()`` at shutdown.
 
     Args:
         db: the database (shared with other stores or not; see ``owns_db``).
@@ -79,8 +83,8 @@ class EventLog:
         )
         self.committer = GroupCommitter(self.store, self.writer)
         self._owns_db = owns_db
-        self._stop_retention = threading.Event()
-        self._retention: threading.Thread | None = None
+        self._stop_maintenance = threading.Event()
+        self._maintenance: threading.Thread | None = None
 
     @classmethod
     def open(
@@ -100,21 +104,22 @@ class EventLog:
         return self.writer
 
     def start(self) -> None:
-        """Create the tables if needed and start the writer, committer and retention threads."""
+        """Create the tables if needed and start the writer, committer and maintenance threads."""
         self.store.migrate()
         self.writer.start()
         self.committer.start()
-        if self.config.retention_days is not None:
-            self._retention = threading.Thread(target=self._purge_loop, name="event-retention", daemon=True)
-            self._retention.start()
+        wants_users = self.config.users_refresh_s > 0 and self.counters.tracks_experiment_users
+        if self.config.retention_days is not None or wants_users:
+            self._maintenance = threading.Thread(target=self._maintain, name="event-maintenance", daemon=True)
+            self._maintenance.start()
 
     def close(self) -> None:
         """Write every queued served list, commit every queued event batch, stop the threads."""
-        self._stop_retention.set()
+        self._stop_maintenance.set()
         self.writer.close()
         self.committer.close()
-        if self._retention is not None:
-            self._retention.join(5.0)
+        if self._maintenance is not None:
+            self._maintenance.join(5.0)
         if self._owns_db:
             self.db.close()
 
@@ -156,10 +161,25 @@ class EventLog:
             await asyncio.sleep(delay)
             delay *= 2
 
-    def _purge_loop(self) -> None:
-        days = self.config.retention_days
-        while days is not None and not self._stop_retention.wait(self.config.purge_interval_s):
+    def _maintain(self) -> None:
+        """Purge every ``purge_interval_s`` (with retention) and refresh the users gauge."""
+        config = self.config
+        next_purge = time.monotonic() if config.retention_days is not None else float("inf")
+        next_users = (
+            time.monotonic()
+            if self.counters.tracks_experiment_users and config.users_refresh_s > 0
+            else float("inf")
+        )
+        while not self._stop_maintenance.wait(
+            min(3600.0, max(0.0, min(next_purge, next_users) - time.monotonic()))
+        ):
+            now = time.monotonic()
             try:
-                self.store.purge(days)
+                if now >= next_purge and config.retention_days is not None:
+                    next_purge = now + config.purge_interval_s
+                    self.store.purge(config.retention_days)
+                if now >= next_users:
+                    next_users = now + config.users_refresh_s
+                    self.counters.experiment_users(self.store.user_counts())
             except Exception:
-                log.exception("retention purge failed")
+                log.exception("event log maintenance failed")

@@ -74,6 +74,10 @@ _SERVED_MODELS = (
     "ORDER BY model, version"
 )
 
+_USER_COUNTS = (
+    "SELECT experiment, arm, COUNT(DISTINCT user_id) FROM {p}event_user_days GROUP BY experiment, arm"
+)
+
 _PURGE = (
     (
         "served_items",
@@ -110,6 +114,7 @@ class Queries:
         self.arm_sums = _ARM_SUMS.format(p=prefix)
         self.labeled_page = _LABELED_PAGE.format(p=prefix)
         self.served_models = _SERVED_MODELS.format(p=prefix)
+        self.user_counts = _USER_COUNTS.format(p=prefix)
         self.purge = tuple((name, statement.format(p=prefix)) for name, statement in _PURGE)
         self._cache: dict[tuple[str, int], str] = {}
 

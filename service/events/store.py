@@ -37,6 +37,7 @@ class EventStore(Protocol):
     ) -> list[BatchOutcome]: ...
     def arm_sums(self, experiment: str, first_day: int, last_day: int) -> list[ArmDaySums]: ...
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]: ...
+    def user_counts(self) -> list[tuple[str, str, int]]: ...
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]: ...
     def purge(self, older_than_days: int, now: float | None = None) -> PurgeCounts: ...
 
@@ -192,6 +193,12 @@ class SqlEventStore:
             )
             for arm, day, users, impressions, downloads, sum_ii, sum_dd, sum_id in rows
         ]
+
+    def user_counts(self) -> list[tuple[str, str, int]]:
+        """Distinct users with events, per (experiment, arm), over every day kept."""
+        with self.db.read() as cursor:
+            cursor.execute(self.q.user_counts)
+            return [(str(e), str(a), int(n)) for e, a, n in cursor.fetchall()]
 
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
         """The (model, version) pairs that served the experiment in [start_ts, end_ts)."""

@@ -10,11 +10,12 @@ import pytest
 
 from service.events.committer import CommitterClosed, GroupCommitter
 from service.events.counters import EventCounters
+from service.events.log import EventLog, EventLogConfig
 from service.events.models import BatchOutcome, EventIn
 from service.events.store import SqlEventStore
 from service.events.writer import ServedListWriter
 from service.served import ServedList
-from tests.service.test_events_support import event_in, served_list
+from tests.service.test_events_support import StoreTarget, event_in, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]
 
@@ -133,3 +134,47 @@ def test_a_failed_commit_fails_every_batch_of_its_group() -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         committer.submit([event_in(1)]).result(5.0)
     committer.close()
+
+
+class FakeGauge:
+    """Records ``labels(...).set(value)`` calls like a prometheus_client Gauge."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], float] = {}
+
+    def labels(self, experiment: str, arm: str) -> FakeGauge:
+        self._key = (experiment, arm)
+        return self
+
+    def set(self, value: float) -> None:
+        self.values[self._key] = value
+
+
+def test_maintenance_purges_old_rows_and_publishes_users_per_arm(target: StoreTarget) -> None:
+    gauge = FakeGauge()
+    counters = EventCounters({"apprank_experiment_users": gauge})
+    config = EventLogConfig(retention_days=2, purge_interval_s=0.05, users_refresh_s=0.05)
+    event_log = EventLog.open(target.url, config, counters=counters, prefix=target.prefix)
+    now = time.time()
+    event_log.store.migrate()
+    event_log.store.write_served(
+        [served_list("old", ts=now - 10 * 86400), served_list("new", user_id="u2", arm="treatment")]
+    )
+    event_log.store.record_events(
+        [
+            [
+                event_in(1, request_id="old", ts=now - 10 * 86400 + 1),
+                event_in(2, request_id="new", user_id="u2"),
+            ]
+        ],
+        now,
+    )
+    event_log.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while gauge.values != {("exp", "treatment"): 1} and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        event_log.close()
+    assert gauge.values == {("exp", "treatment"): 1}  # the control user's day was purged
+    assert counters.snapshot()["served_lists_dropped"] == 0
