@@ -1,14 +1,15 @@
 """The event log: served lists and impression/download events, durable, in SQLite or PostgreSQL.
 
-Wiring (in the service's lifespan)::
+Wiring (``service.app.app_from_env`` does this; ``attach_event_log`` is in ``service.events.wiring``,
+not re-exported here, because it imports ``service.report``, which imports this package)::
 
-    event_log = EventLog.open(settings.database_url)   # or EventLog(shared_database)
-    event_log.start()                                   # tables, writer and committer threads
-    app.state.event_log = event_log                     # read by events_router()
-    ... hand event_log.sink to /rank as its ServedListSink ...
-    app.include_router(events_router())
-    ...
-    event_log.close()                                   # at shutdown: flushes everything
+    event_log = EventLog.open(settings.database_url, prefix=settings.table_prefix)
+    app = create_app(settings, sink=event_log.sink)  # /rank submits every served list to the writer
+    attach_event_log(app, event_log)  # POST /events and the report routes; start/close in the lifespan
+
+By hand: ``event_log.start()`` at startup (tables, writer, committer and maintenance threads),
+``app.state.event_log = event_log`` (read by ``events_router()`` and ``report_router()``), and
+``event_log.close()`` at shutdown (writes every queued served list, commits every queued batch).
 """
 
 from service.events.counters import EventCounters
