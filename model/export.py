@@ -69,7 +69,9 @@ def export_onnx(model: nn.Module, layout: InputLayout, example: Encoded, path: P
     graph = ScoringGraph(model, layout).eval()
     names = [f.name for f in layout.fields]
     batch = torch.export.Dim("batch", min=1)
-    for noisy in ("torch.onnx", "onnx_ir", "onnxscript"):  # they narrate every graph pass at INFO
+    # the exporter warns about optional torchvision ops it skips; the passes narrate at INFO
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for noisy in ("onnx_ir", "onnxscript"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter warns about axis renaming it handles itself

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +23,13 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value (repeatable)")] = None,
     schema: Annotated[Path | None, typer.Option(help="feature schema YAML/JSON (default: detected)")] = None,
     resume: Annotated[Path | None, typer.Option(help="bundle to continue training from")] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="data-parallel processes (torchrun; gloo on CPU)")] = 1,
 ) -> None:
     """Train a model and write a verified model bundle (ONNX + encoder + schema + manifest)."""
+    from training.distributed import in_launched_process, launch
+
+    if nproc > 1 and not in_launched_process():
+        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
     from model.schema import FeatureSchema
     from training.config import ConfigError, load_config
     from training.pipeline import ExportError, describe, train_bundle
@@ -38,10 +44,26 @@ def train(
     except (ConfigError, ReaderError, ExportError, FileNotFoundError, ValueError) as error:
         err_console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
+    if result is None:
+        return  # a non-zero rank of a data-parallel run: rank 0 reports
     table = Table(title=f"apprank train: {result.manifest.name}", show_header=False)
     for key, value in describe(result):
         table.add_row(key, value)
     console.print(table)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (the children must not relaunch)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def evaluate(

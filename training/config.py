@@ -57,6 +57,8 @@ class TrainConfig(_Strict):
         net_l2: L2 penalty on the other weights (dense layers).
         precision: ``bf16`` runs forward/backward under bfloat16 autocast (AVX-512 BF16 CPUs train
             about 1.5x faster); ``fp32`` is exact. Evaluation and export are always fp32.
+        device: where to train; ``auto`` takes the GPU when one is present.
+        lr_scaling: with ``--nproc N``, ``sqrt`` multiplies the learning rate by sqrt(N).
         calibrate: fit Platt scaling (2 parameters) on the validation split and export it with the
             model, so that the mean predicted CTR matches the observed one; AUC is unchanged.
         async_loading: prepare batches in a background thread while the model trains.
@@ -78,6 +80,8 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopping = EarlyStopping()
     lr_decay: LRDecay | None = LRDecay()
     precision: Literal["fp32", "bf16"] = "bf16"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    lr_scaling: Literal["none", "sqrt"] = "none"
     calibrate: bool = True
     async_loading: bool = True
     threads: Annotated[int, Field(ge=1)] | None = None

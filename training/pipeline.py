@@ -28,17 +28,18 @@ from model.bundle import (
     sha256_file,
     write_bundle,
 )
-from model.encoder import FeatureEncoder
+from model.encoder import FeatureEncoder, InputLayout
 from model.export import OPSET, PARITY_ROWS, export_onnx, parity_check
 from model.fitting import EncoderFitter
-from model.nets import build_model
+from model.nets import build_model, model_spec
 from model.nets.calibration import PlattScaled, fit_platt
 from model.schema import FeatureSchema
-from training.config import TrainConfig
+from training.config import TrainConfig, load_config
 from training.data import EncodedData, encode_chunks, split_rows
 from training.datasets import DatasetSplits, data_fingerprint, resolve_dataset
+from training.distributed import init_distributed, shutdown
 from training.readers.base import Chunk, Reader
-from training.trainer import History, Trainer, evaluate, predict_logits
+from training.trainer import History, Trainer, evaluate, predict_logits, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,19 @@ def _metrics(
     return metrics
 
 
+def _initialise_from_fm(
+    model: nn.Module, layout: InputLayout, data: Splits, config: TrainConfig, console: Console | None
+) -> None:
+    """FNN: train an FM with the same embedding size, then start from its latent vectors and weights."""
+    dim = model.get_parameter("embedding.table.weight").shape[1]
+    fm_config = load_config(None, [f"embedding_dim={dim}", f"seed={config.seed}"], model="fm")
+    log.info("FNN: pre-training an FM (embedding %d) to initialise the embedding", dim)
+    fm = build_model("fm", layout, fm_config.params)
+    Trainer(fm, fm_config.model_copy(update={"epochs": config.epochs}), console).fit(data.train, data.valid)
+    with torch.no_grad():
+        model.get_parameter("embedding.table.weight").copy_(fm.get_parameter("embedding.table.weight"))
+
+
 def _calibrated(model: nn.Module, valid: EncodedData, config: TrainConfig) -> nn.Module:
     """The model with Platt scaling fitted on the validation split (or the model itself)."""
     if not config.calibrate:
@@ -183,13 +197,17 @@ def train_bundle(
     schema: FeatureSchema | None = None,
     resume: Path | None = None,
     console: Console | None = None,
-) -> TrainResult:
+) -> TrainResult | None:
     """Train ``config.model`` on the data at ``data_path`` and write a verified bundle at ``out``.
+
+    Under torchrun every rank trains its share; only rank 0 evaluates, exports and returns a result
+    (the other ranks return None).
 
     Raises:
         ExportError: ONNX Runtime disagrees with PyTorch beyond the tolerance (nothing is written).
     """
     started = time.perf_counter()
+    context = init_distributed(resolve_device(config.device))
     splits = resolve_dataset(data_path, schema, seed=config.seed)
     log.info("data: %s", splits.description)
     encoder, state = _resume(resume) if resume is not None else (None, None)
@@ -204,7 +222,12 @@ def train_bundle(
     model = build_model(config.model, encoder.layout, config.params)
     if state is not None:
         model.load_state_dict(state)
-    history = Trainer(model, config, console).fit(data.train, data.valid)
+    elif model_spec(config.model).pretrain == "fm":
+        _initialise_from_fm(model, encoder.layout, data, config, console)
+    history = Trainer(model, config, console, context).fit(data.train, data.valid)
+    shutdown(context)
+    if context is not None and not context.is_main:
+        return None
     served = _calibrated(model, data.valid, config)
     metrics = _metrics(served, data, history, config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +251,7 @@ def _write(
     staging: Path,
 ) -> Path:
     """Export the served model, check parity, keep the raw model's weights, move the bundle into place."""
+    served.cpu()
     parity = _export(served, encoder, data, staging)
     torch.save(model.state_dict(), staging / WEIGHTS)
     manifest = Manifest(

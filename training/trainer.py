@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from model.nets.blocks import FieldEmbedding
+from model.nets.blocks import FieldEmbedding, ModelBatch
 from training.config import TrainConfig
 from training.data import EncodedData, batches, maybe_prefetch
+from training.distributed import DistContext, broadcast_from_main
 from training.metrics import evaluate_predictions
 from training.optim import FTRL
 
@@ -64,8 +66,11 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (fused on CPU) with L2 as coupled weight decay per group: embeddings vs dense weights."""
+def make_optimizer(model: nn.Module, config: TrainConfig, world: int = 1) -> torch.optim.Optimizer:
+    """Adam (fused) with L2 as coupled weight decay per group: embeddings vs dense weights.
+
+    With ``world`` processes and ``lr_scaling="sqrt"`` the learning rate is multiplied by sqrt(world).
+    """
     embedding_ids = {id(m.table.weight) for m in model.modules() if isinstance(m, FieldEmbedding)}
     embeddings = [p for p in model.parameters() if id(p) in embedding_ids]
     dense = [p for p in model.parameters() if id(p) not in embedding_ids]
@@ -84,34 +89,78 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(groups, lr=opt.lr, fused=True)
 
 
-def predict_logits(model: nn.Module, data: EncodedData, batch_size: int) -> Tensor:
-    """Logit of every row, in eval mode and fp32."""
+def predict_logits(
+    model: nn.Module, data: EncodedData, batch_size: int, device: torch.device | None = None
+) -> Tensor:
+    """Logit of every row (on the CPU), in eval mode and fp32."""
     model.eval()
+    device = device or next(model.parameters()).device
     outputs: list[Tensor] = []
     with torch.no_grad():
-        for batch, _ in batches(data, batch_size, shuffle=False):
-            outputs.append(model(batch).float())
+        for batch, labels in batches(data, batch_size, shuffle=False):
+            moved, _ = _to(batch, labels, device)
+            outputs.append(model(moved).float().cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
-def predict(model: nn.Module, data: EncodedData, batch_size: int) -> npt.NDArray[np.float32]:
+def predict(
+    model: nn.Module, data: EncodedData, batch_size: int, device: torch.device | None = None
+) -> npt.NDArray[np.float32]:
     """CTR of every row, in eval mode and fp32."""
-    return torch.sigmoid(predict_logits(model, data, batch_size)).numpy()
+    return torch.sigmoid(predict_logits(model, data, batch_size, device)).numpy()
 
 
-def evaluate(model: nn.Module, data: EncodedData, batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, data: EncodedData, batch_size: int, device: torch.device | None = None
+) -> dict[str, float]:
     """AUC, logloss and calibration of ``model`` on ``data``."""
-    return evaluate_predictions(data.labels.numpy(), predict(model, data, batch_size))
+    return evaluate_predictions(data.labels.numpy(), predict(model, data, batch_size, device))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when a GPU is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _to(batch: ModelBatch, labels: Tensor, device: torch.device) -> tuple[ModelBatch, Tensor]:
+    if device.type == "cpu":
+        return batch, labels
+    moved = ModelBatch(
+        batch.idx.to(device, non_blocking=True),
+        batch.val.to(device, non_blocking=True),
+        tuple(b.to(device, non_blocking=True) for b in batch.bags),
+    )
+    return moved, labels.to(device, non_blocking=True)
 
 
 class Trainer:
-    """Fits a model on encoded data with the settings of a ``TrainConfig``."""
+    """Fits a model on encoded data with the settings of a ``TrainConfig``.
 
-    def __init__(self, model: nn.Module, config: TrainConfig, console: Console | None = None) -> None:
+    With a ``DistContext`` the model is wrapped in DistributedDataParallel, each rank trains on its
+    slice of every global batch, and rank 0's validation figures drive every rank's decisions.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        console: Console | None = None,
+        context: DistContext | None = None,
+    ) -> None:
         self.model = model
         self.config = config
         self.console = console or Console(stderr=True)
-        self.optimizer = make_optimizer(model, config)
+        self.context = context
+        self.device = resolve_device(config.device)
+        model.to(self.device)
+        self.network: nn.Module = model
+        if context is not None:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            torch.manual_seed(config.seed + context.rank)  # distinct dropout masks per rank
+        self.optimizer = make_optimizer(model, config, world=context.world if context else 1)
         self.loss = nn.BCEWithLogitsLoss()
         self.scheduler = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -125,32 +174,51 @@ class Trainer:
             else None
         )
 
-    def _step(self, batch: Any, labels: Tensor) -> Tensor:
+    def _step(self, batch: ModelBatch, labels: Tensor) -> Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.precision == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = self.model(batch)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                logits = self.network(batch)
             loss: Tensor = self.loss(logits.float(), labels)
         else:
-            loss = self.loss(self.model(batch), labels)
+            loss = self.loss(self.network(batch), labels)
         loss.backward()  # type: ignore[no-untyped-call]
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return loss.detach()
 
+    def _batches(self, data: EncodedData, generator: torch.Generator) -> Iterator[tuple[ModelBatch, Tensor]]:
+        source = batches(data, self.config.batch_size, shuffle=True, generator=generator)
+        if self.context is None:
+            yield from (_to(batch, labels, self.device) for batch, labels in source)
+            return
+        rank, world = self.context.rank, self.context.world
+        for batch, labels in source:
+            if labels.shape[0] < world:
+                continue  # every rank must take the same number of steps
+            part = torch.arange(labels.shape[0]).tensor_split(world)[rank]
+            shard = ModelBatch(batch.idx[part], batch.val[part], tuple(b[part] for b in batch.bags))
+            yield _to(shard, labels[part], self.device)
+
     def _train_epoch(self, data: EncodedData, generator: torch.Generator, progress: Progress) -> float:
-        self.model.train()
-        total = torch.zeros(())
+        self.network.train()
+        total = torch.zeros((), device=self.device)
         steps = 0
         task = progress.add_task("train", total=math.ceil(len(data) / self.config.batch_size))
-        source = batches(data, self.config.batch_size, shuffle=True, generator=generator)
-        for batch, labels in maybe_prefetch(source, self.config.async_loading):
+        for batch, labels in maybe_prefetch(self._batches(data, generator), self.config.async_loading):
             total += self._step(batch, labels)
             steps += 1
             progress.advance(task)
         progress.remove_task(task)
         return float(total) / max(steps, 1)
+
+    def _validate(self, valid: EncodedData) -> dict[str, float]:
+        metrics = None
+        if self.context is None or self.context.is_main:
+            metrics = evaluate(self.model, valid, self.config.eval_batch_size, self.device)
+        result: dict[str, float] = broadcast_from_main(metrics, self.context)
+        return result
 
     def fit(self, train: EncodedData, valid: EncodedData) -> History:
         """Train until early stopping or ``epochs``; the model ends with its best validation weights."""
@@ -162,23 +230,16 @@ class Trainer:
         best_state: dict[str, Tensor] | None = None
         stale = 0
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(
-            *columns, console=self.console, transient=True, disable=not self.console.is_terminal
-        ) as bar:
+        quiet = not self.console.is_terminal or (self.context is not None and not self.context.is_main)
+        with Progress(*columns, console=self.console, transient=True, disable=quiet) as bar:
             for epoch in range(1, config.epochs + 1):
                 started = time.perf_counter()
                 train_loss = self._train_epoch(train, generator, bar)
                 seconds = time.perf_counter() - started
                 history.train_seconds += seconds
                 history.train_samples += len(train)
-                metrics = evaluate(self.model, valid, config.eval_batch_size)
-                lr = float(self.optimizer.param_groups[0].get("lr", 0.0))
-                entry = EpochLog(epoch, train_loss, metrics, lr, seconds, len(train) / seconds)
-                history.epochs.append(entry)
-                log.info(
-                    "epoch %d: train loss %.5f | valid AUC %.5f logloss %.5f | lr %.2g | %.1f s, %.0f rows/s",
-                    epoch, train_loss, metrics["auc"], metrics["logloss"], lr, seconds, entry.samples_per_s,
-                )  # fmt: skip
+                metrics = self._validate(valid)
+                entry = self._log_epoch(history, epoch, train_loss, metrics, seconds, len(train))
                 if metrics["auc"] > history.best_auc + config.early_stopping.min_delta:
                     history.best_auc, history.best_epoch, stale = metrics["auc"], epoch, 0
                     best_state = copy.deepcopy(self.model.state_dict())
@@ -188,7 +249,20 @@ class Trainer:
                         log.info("early stopping: no validation AUC gain for %d epochs", stale)
                         break
                 if self.scheduler is not None:
-                    self.scheduler.step(metrics["auc"])
+                    self.scheduler.step(entry.valid["auc"])
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return history
+
+    def _log_epoch(
+        self, history: History, epoch: int, loss: float, metrics: dict[str, float], seconds: float, rows: int
+    ) -> EpochLog:
+        lr = float(self.optimizer.param_groups[0].get("lr", 0.0))
+        entry = EpochLog(epoch, loss, metrics, lr, seconds, rows / seconds)
+        history.epochs.append(entry)
+        if self.context is None or self.context.is_main:
+            log.info(
+                "epoch %d: train loss %.5f | valid AUC %.5f logloss %.5f | lr %.2g | %.1f s, %.0f rows/s",
+                epoch, loss, metrics["auc"], metrics["logloss"], lr, seconds, entry.samples_per_s,
+            )  # fmt: skip
+        return entry

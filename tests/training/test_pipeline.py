@@ -71,6 +71,7 @@ def test_resume_keeps_the_encoder_and_starts_from_the_weights(
 ) -> None:
     config = load_config(None, [*QUICK, "epochs=1"], model="deepfm")
     result = train_bundle(data_dir / "frappe_ctr", tmp_path / "resumed", config, resume=frappe_bundle)
+    assert result is not None
     before, after = read_bundle(frappe_bundle), read_bundle(result.bundle)
     assert after.encoder.state_dict() == before.encoder.state_dict()
     first_epoch_auc = result.history.epochs[0].valid["auc"]
@@ -100,7 +101,9 @@ def test_synchronous_and_asynchronous_loading_train_identically(data_dir: Path, 
     for flag in ("true", "false"):
         sets = [*QUICK, "epochs=1", f"async_loading={flag}", "precision=fp32"]
         config = load_config(None, sets, model="deepfm")
-        runs[flag] = train_bundle(data_dir / "frappe_ctr", tmp_path / flag, config).metrics["valid"]
+        result = train_bundle(data_dir / "frappe_ctr", tmp_path / flag, config)
+        assert result is not None
+        runs[flag] = result.metrics["valid"]
     assert runs["true"]["logloss"] == runs["false"]["logloss"]
 
 

@@ -14,8 +14,12 @@ def test_deepfm_beats_lr_by_a_clear_margin_on_synthetic_data(tmp_path: Path) -> 
     summary = write_synthetic_dataset(tmp_path / "data", SynthConfig(seed=11), rows=150_000)
     common = ["epochs=5", "threads=2"]
     lr = train_bundle(tmp_path / "data", tmp_path / "lr", load_config(None, common, model="lr"))
+    assert lr is not None
     deep_sets = [*common, "hidden_units=[128,128]"]
-    deepfm = train_bundle(tmp_path / "data", tmp_path / "deepfm", load_config(None, deep_sets, model="deepfm"))
+    deepfm = train_bundle(
+        tmp_path / "data", tmp_path / "deepfm", load_config(None, deep_sets, model="deepfm")
+    )
+    assert deepfm is not None
     lr_auc, deepfm_auc = lr.metrics["test"]["auc"], deepfm.metrics["test"]["auc"]
     oracle = summary["test"]["oracle_auc"]
     assert deepfm_auc > lr_auc + 0.01, (lr_auc, deepfm_auc)

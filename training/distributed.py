@@ -1,0 +1,74 @@
+"""Data-parallel training with torch.distributed: gloo on CPU, NCCL on GPUs, launched by torchrun.
+
+``apprank train --nproc N`` re-runs itself under ``torchrun --standalone --nproc-per-node N``. Every
+process reads and encodes the same data (the encoder fit is deterministic), builds the same model,
+and takes its slice of each global batch; DistributedDataParallel averages the gradients, so one step
+sees the same ``batch_size`` rows as single-process training. Rank 0 evaluates, decides early
+stopping for everyone, and alone writes the bundle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the group."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def in_launched_process() -> bool:
+    """True inside a process started by torchrun (it sets WORLD_SIZE)."""
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def init_distributed(device: torch.device) -> DistContext | None:
+    """Join the process group torchrun prepared; None when running as a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shutdown(context: DistContext | None) -> None:
+    if context is not None and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def broadcast_from_main(value: Any, context: DistContext | None) -> Any:
+    """Rank 0's ``value`` on every rank (identity for a single process)."""
+    if context is None:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``apprank <argv>`` in ``nproc`` processes under torchrun; returns the exit code."""
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "--module", "apprank", *argv]
+    )
+    try:
+        run(args)  # type: ignore[no-untyped-call]
+    except Exception:  # noqa: BLE001 - torchrun already logged the failing rank's traceback
+        return 1
+    return 0
