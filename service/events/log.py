@@ -32,6 +32,7 @@ class EventLogConfig:
     Attributes:
         max_events_per_batch: a POST /events body with more events is refused (413).
         served_queue_size: served lists waiting to be written beyond this are dropped (and counted).
+        served_queue_candidates: likewise for the candidates those lists hold (bounds the memory).
         flush_interval_s: the served-list writer's longest wait before writing a batch.
         unknown_request_grace_s: how long events naming an unknown request_id are retried before they
             are refused; covers the writer latency of *other* workers or replicas (this process's own
@@ -44,6 +45,7 @@ class EventLogConfig:
 
     max_events_per_batch: int = 1_000
     served_queue_size: int = 20_000
+    served_queue_candidates: int = 500_000
     flush_interval_s: float = 0.05
     unknown_request_grace_s: float = 0.3
     retention_days: int | None = None
@@ -79,6 +81,7 @@ class EventLog:
             self.store,
             self.counters,
             max_queue=self.config.served_queue_size,
+            max_queued_candidates=self.config.served_queue_candidates,
             flush_interval_s=self.config.flush_interval_s,
         )
         self.committer = GroupCommitter(self.store, self.writer)

@@ -29,6 +29,8 @@ class ServedListWriter:
         store: where the lists go.
         counters: dropped-list and queue-depth metrics.
         max_queue: queued lists beyond this are dropped (and counted).
+        max_queued_candidates: likewise for the candidates the queued lists hold (a list keeps its
+            request's whole candidate list alive until written: this bounds the memory).
         flush_interval_s: the longest a list waits in the queue before its batch is written.
         max_batch: a batch of this many lists wakes the thread early; also the most written at once.
         nice: niceness added to the writer thread (Linux), so that when cores are busy the request
@@ -41,6 +43,7 @@ class ServedListWriter:
         counters: EventCounters,
         *,
         max_queue: int = 20_000,
+        max_queued_candidates: int = 500_000,
         flush_interval_s: float = 0.05,
         max_batch: int = 1_000,
         nice: int = 10,
@@ -48,6 +51,10 @@ class ServedListWriter:
         self._store = store
         self._counters = counters
         self._max_queue = max_queue
+        self._max_candidates = max_queued_candidates
+        # candidates queued = submitted - written; each counter has a single writing thread
+        self._candidates_in = 0
+        self._candidates_out = 0
         self._interval = flush_interval_s
         self._max_batch = max_batch
         self._nice = nice
@@ -69,10 +76,16 @@ class ServedListWriter:
 
     def submit(self, served: ServedList) -> None:
         """Queue a served list; drops it (and counts the drop) when the queue is full. Never blocks."""
-        if self._stopping or len(self._queue) >= self._max_queue:
+        candidates = len(served.candidates)
+        if (
+            self._stopping
+            or len(self._queue) >= self._max_queue
+            or self._candidates_in - self._candidates_out + candidates > self._max_candidates
+        ):
             self.dropped += 1
             self._counters.served_list_dropped()
             return
+        self._candidates_in += candidates
         self._pending_ids.add(served.request_id)
         self._queue.append(served)
         if len(self._queue) == self._max_batch:
@@ -156,6 +169,7 @@ class ServedListWriter:
             finally:
                 for served in batch:
                     self._pending_ids.discard(served.request_id)
+                self._candidates_out += sum(len(served.candidates) for served in batch)
                 with self._idle:
                     self._writing = False
                     self._idle.notify_all()

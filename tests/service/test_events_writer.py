@@ -57,6 +57,22 @@ def test_submit_never_blocks_and_drops_beyond_the_bound() -> None:
     assert writer.is_pending(["r2"]) and not writer.is_pending(["r4"])
 
 
+def test_the_queue_is_also_bounded_by_the_candidates_it_holds() -> None:
+    store = RecordingStore()
+    writer = ServedListWriter(store, EventCounters(), max_queued_candidates=7)  # type: ignore[arg-type]
+    for i in range(4):
+        writer.submit(served_list(f"r{i}", app_ids=("a", "b", "c")))  # 3 candidates each
+    assert (writer.queue_depth(), writer.dropped) == (2, 2)
+    writer.close()
+    writer2 = ServedListWriter(store, EventCounters(), max_queued_candidates=7)  # type: ignore[arg-type]
+    writer2.start()
+    for i in range(6):
+        writer2.submit(served_list(f"s{i}", app_ids=("a", "b", "c")))
+        assert writer2.flush(5.0)  # written lists free their budget
+    writer2.close()
+    assert writer2.dropped == 0 and store.lists[-6:] == [f"s{i}" for i in range(6)]
+
+
 def test_close_writes_everything_that_was_queued() -> None:
     store = RecordingStore()
     writer = ServedListWriter(store, EventCounters(), flush_interval_s=60.0, max_batch=4)  # type: ignore[arg-type]
