@@ -113,7 +113,7 @@ def test_failed_parity_fails_the_export_and_writes_nothing(
     def drifting_export(model: torch.nn.Module, layout: InputLayout, example: Encoded, path: Path) -> Any:
         export_onnx(model, layout, example, path)
         with torch.no_grad():
-            model.get_parameter("linear.bias").add_(1.0)  # the graph no longer matches the model
+            model.get_parameter("model.linear.bias").add_(1.0)  # the graph no longer matches the model
 
     monkeypatch.setattr(pipeline, "export_onnx", drifting_export)
     out = tmp_path / "broken"
