@@ -90,7 +90,8 @@ _PURGE = (
 )
 
 _INSERT_EVENTS_RETURNING = (
-    "INSERT INTO {p}events (" + EVENT_COLUMNS + ") VALUES {values} ON CONFLICT DO NOTHING RETURNING event_id"
+    "INSERT INTO {p}events (" + EVENT_COLUMNS + ") VALUES {values} ON CONFLICT DO NOTHING "
+    "RETURNING event_id, request_id, app_id, type"
 )
 _SERVED_REFS = (
     "SELECT l.request_id, l.user_id, l.experiment, l.arm, l.ts, i.app_id "
@@ -119,7 +120,7 @@ class Queries:
         self._cache: dict[tuple[str, int], str] = {}
 
     def insert_events_returning(self, rows: int) -> str:
-        """A multi-row event insert returning the event_ids actually inserted (not conflicting)."""
+        """A multi-row event insert returning the rows actually inserted (id, request, app, type)."""
         key = ("insert", rows)
         if key not in self._cache:
             values = ", ".join([_EVENT_VALUES] * rows)

@@ -120,10 +120,11 @@ class SqlEventStore:
                     outcome.rejected.extend([rejection] if rejection is not None else [])
                     continue
                 kept.append((event, ref, received_at if event.ts is None else event.ts))
-            new_ids = self._insert_events(cursor, [event_row(e, r, ts, received_at) for e, r, ts in kept])
+            new = self._insert_events(cursor, [event_row(e, r, ts, received_at) for e, r, ts in kept])
             for event, ref, ts in kept:
-                if event.event_id in new_ids:
-                    new_ids.discard(event.event_id)  # a repeated id in the batch is a duplicate
+                key = (event.event_id, event.request_id, event.app_id, event.type)
+                if key in new:
+                    new.discard(key)  # the same event twice in the batch: the second is a duplicate
                     outcome.accepted += 1
                     outcome.accepted_by_arm[(ref.experiment, ref.arm, event.type)] += 1
                     inserted_events.append((event, ref, ts))
@@ -147,15 +148,18 @@ class SqlEventStore:
                     entry[4].add(app_id)
         return {rid: ServedRef(u, e, a, ts, frozenset(apps)) for rid, (u, e, a, ts, apps) in found.items()}
 
-    def _insert_events(self, cursor: Cursor, rows: Sequence[tuple[Any, ...]]) -> set[str]:
-        inserted: set[str] = set()
+    def _insert_events(
+        self, cursor: Cursor, rows: Sequence[tuple[Any, ...]]
+    ) -> set[tuple[str, str, str, str]]:
+        """Insert event rows; the (event_id, request_id, app_id, type) of those actually inserted."""
+        inserted: set[tuple[str, str, str, str]] = set()
         step = self.max_rows_per_statement
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             cursor.execute(
                 self.db.sql(self.q.insert_events_returning(len(chunk))), [v for row in chunk for v in row]
             )
-            inserted.update(row[0] for row in cursor.fetchall())
+            inserted.update((str(a), str(b), str(c), str(d)) for a, b, c, d in cursor.fetchall())
         return inserted
 
     def insert_events_unchecked(self, rows: Sequence[tuple[Any, ...]]) -> None:

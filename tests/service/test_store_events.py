@@ -78,6 +78,26 @@ def test_resent_events_are_duplicates_and_counted_once(store: SqlEventStore) -> 
     assert [(r.users, r.impressions, r.downloads) for r in overall] == [(1, 2, 1)]
 
 
+def test_a_reused_event_id_is_credited_to_the_event_actually_stored(store: SqlEventStore) -> None:
+    store.write_served([served_list("r1"), served_list("r2", arm="treatment")])
+    now = time.time()
+    store.record_events([[event_in(1, request_id="r1", app_id="a")]], now)
+    # the first "x" conflicts with the stored impression of (r1, a); the second "x" is new
+    (outcome,) = store.record_events(
+        [
+            [
+                event_in(7, request_id="r1", app_id="a", event_id="x"),
+                event_in(8, request_id="r2", event_id="x"),
+            ]
+        ],
+        now,
+    )
+    assert (outcome.accepted, outcome.duplicates) == (1, 1)
+    assert outcome.accepted_by_arm == {("exp", "treatment", "impression"): 1}
+    overall = {r.arm: r.impressions for r in store.arm_sums("exp", 0, 10**7) if r.day is None}
+    assert overall == {"control": 1, "treatment": 1}
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "code"),
     [
