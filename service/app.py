@@ -147,9 +147,11 @@ def app_from_env() -> FastAPI:
     if not settings.event_log:
         return create_app(settings)
     from service.events import EventLog
+    from service.events.log import EventLogConfig
     from service.events.wiring import attach_event_log
 
-    event_log = EventLog.open(settings.database_url, prefix=settings.table_prefix)
+    config = EventLogConfig(retention_days=settings.event_retention_days)
+    event_log = EventLog.open(settings.database_url, config, prefix=settings.table_prefix)
     app = create_app(settings, sink=event_log.sink)
     attach_event_log(app, event_log)
     return app

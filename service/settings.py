@@ -30,6 +30,7 @@ class ServiceSettings(BaseSettings):
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
         event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
+        event_retention_days: when set, served lists and events older than this are purged hourly.
     """
 
     model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")
@@ -48,6 +49,7 @@ class ServiceSettings(BaseSettings):
     sync_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
     experiments_file: Path | None = None
     event_log: bool = True
+    event_retention_days: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("table_prefix")
     @classmethod
