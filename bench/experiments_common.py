@@ -1,0 +1,151 @@
+"""Helpers shared by the model-family experiments (table4, efficiency, hparams, ddp_speedup).
+
+Every training run is ``python -m apprank train`` in a child process writing a real bundle, exactly as
+a user would run it; its figures are read back from the bundle's ``metrics.json``. A run is resumable:
+when its bundle and its sidecar (``<bundle>.run.json``, with the command and the wall time) exist, the
+recorded result is returned without training again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.nets import REGISTRY
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_ROOT = Path(os.environ.get("APPRANK_DATA_DIR", REPO.parent / "shared" / "data"))
+FRAPPE = DATA_ROOT / "frappe_ctr"
+CRITEO = DATA_ROOT / "criteo" / "criteo_10k.csv"
+DEFAULT_OUT = REPO / "bench" / "results"
+MODELS = tuple(REGISTRY)  # the registry's order: lr, fm, dnn, fnn, ... deepfm_star
+LOG_TAIL_LINES = 30
+
+
+class RunFailed(RuntimeError):
+    """A child ``apprank train`` exited with an error; the message carries the tail of its log."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``apprank train`` invocation.
+
+    Attributes:
+        model: registry name.
+        data: a data directory or a single file.
+        out: the bundle directory to write.
+        sets: ``--set key=value`` overrides, in order.
+        nproc: data-parallel processes (``--nproc``).
+        env: extra environment variables for the child.
+    """
+
+    model: str
+    data: Path
+    out: Path
+    sets: tuple[str, ...] = ()
+    nproc: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sidecar(self) -> Path:
+        return self.out.with_name(self.out.name + ".run.json")
+
+    @property
+    def log(self) -> Path:
+        return self.out.with_name(self.out.name + ".log")
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "apprank", "train", "--model", self.model]
+        cmd += ["--data", str(self.data), "--out", str(self.out)]
+        for item in self.sets:
+            cmd += ["--set", item]
+        if self.nproc > 1:
+            cmd += ["--nproc", str(self.nproc)]
+        return cmd
+
+
+def is_done(run: Run) -> bool:
+    """True when the run's bundle and its sidecar were both written."""
+    return run.sidecar.is_file() and (run.out / "metrics.json").is_file()
+
+
+def execute(run: Run, *, resume: bool = True) -> dict[str, Any]:
+    """Train (unless ``resume`` and done) and return the bundle's metrics plus ``wall_seconds``.
+
+    Raises:
+        RunFailed: the child process failed; the message ends with its log's last lines.
+    """
+    if resume and is_done(run):
+        recorded: dict[str, Any] = json.loads(run.sidecar.read_text())["metrics"]
+        return recorded
+    run.out.parent.mkdir(parents=True, exist_ok=True)
+    run.sidecar.unlink(missing_ok=True)
+    started = time.perf_counter()
+    with run.log.open("w") as log:
+        env = {**os.environ, **run.env}
+        done = subprocess.run(run.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = "\n".join(run.log.read_text().splitlines()[-LOG_TAIL_LINES:])
+        raise RunFailed(f"{' '.join(run.command())} exited {done.returncode}:\n{tail}")
+    metrics: dict[str, Any] = json.loads((run.out / "metrics.json").read_text())
+    metrics["wall_seconds"] = wall
+    record = {"command": run.command(), "env": run.env, "wall_seconds": wall, "metrics": metrics}
+    run.sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    return metrics
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on (CPU model, cores, load when the bench started)."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0]}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table; columns after the first are right-aligned."""
+    lines = ["| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
