@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "service.cli",
     "service.events.cli",
     "service.report.cli",
+    "apprank.run",
+    "apprank.simulate",
 )
 
 
