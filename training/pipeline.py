@@ -161,15 +161,21 @@ def _metrics(
     return metrics
 
 
+# Settings of an FNN run that its FM pre-training takes over (the rest are the FM's defaults).
+FNN_PRETRAIN_SHARED = ("epochs", "batch_size", "eval_batch_size", "precision", "device", "threads")
+
+
 def _initialise_from_fm(
     model: nn.Module, layout: InputLayout, data: Splits, config: TrainConfig, console: Console | None
 ) -> None:
     """FNN: train an FM with the same embedding size, then start from its latent vectors and weights."""
     dim = model.get_parameter("embedding.table.weight").shape[1]
     fm_config = load_config(None, [f"embedding_dim={dim}", f"seed={config.seed}"], model="fm")
+    # the FM keeps its own optimizer and L2 defaults but runs with this run's batching and execution
+    fm_config = fm_config.model_copy(update={key: getattr(config, key) for key in FNN_PRETRAIN_SHARED})
     log.info("FNN: pre-training an FM (embedding %d) to initialise the embedding", dim)
     fm = build_model("fm", layout, fm_config.params)
-    Trainer(fm, fm_config.model_copy(update={"epochs": config.epochs}), console).fit(data.train, data.valid)
+    Trainer(fm, fm_config, console).fit(data.train, data.valid)
     with torch.no_grad():
         model.get_parameter("embedding.table.weight").copy_(fm.get_parameter("embedding.table.weight"))
 
