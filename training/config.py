@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from model.nets import model_spec
 
@@ -92,10 +92,20 @@ class TrainConfig(_Strict):
     version: str | None = None
     name: str | None = None
 
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        model_spec(value)  # raises with the list of known names
+        return value
+
     @model_validator(mode="after")
     def _model_and_params(self) -> TrainConfig:
-        spec = model_spec(self.model)
-        spec.params.model_validate(self.params)
+        try:
+            model_spec(self.model).params.model_validate(self.params)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{where}: {first['msg']} (hyperparameter of {self.model})") from None
         if self.optimizer.name != "adam" and self.model != "lr":
             raise ValueError(f"optimizer {self.optimizer.name!r} is only available for model 'lr'")
         return self
@@ -183,5 +193,6 @@ def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = (), 
         return TrainConfig.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise ConfigError(f"{where}: {first['msg']}") from None
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}" if where else message) from None

@@ -35,7 +35,7 @@ def test_model_defaults_sit_below_file_and_command_line(tmp_path: Path) -> None:
         ("", ["hidden_unit=[8]"], "hidden_unit: Extra inputs are not permitted"),
         ("", ["batch_size=0"], "batch_size: Input should be greater than or equal to 1"),
         ("", ["precision=fp16"], "precision: Input should be 'fp32' or 'bf16'"),
-        ("model: deepfn\n", [], "unknown model 'deepfn'; known: lr, fm, deepfm"),
+        ("model: deepfn\n", [], "model: unknown model 'deepfn'; known: lr, fm, dnn, fnn"),
         ("model: fm\n", ["optimizer.name=ftrl"], "optimizer 'ftrl' is only available for model 'lr'"),
         ("", ["epochs"], "--set 'epochs': expected key=value"),
         ("- a list\n", [], "a config must be a mapping"),
