@@ -43,5 +43,26 @@ test: lint typecheck unit
 run: $(STAMP)
 	$(BIN)/apprank run --models $(MODELS) --port $(PORT)
 
+# make demo: `apprank run` in the background on a fresh event database ($(DEMO_DIR)), a simulated A/B test
+# of $(DEMO_USERS) users over $(DEMO_DAYS) days, the report and its charts; the server is stopped at the end.
+DEMO_DIR ?= var/demo
+DEMO_USERS ?= 2000
+DEMO_DAYS ?= 7
+DEMO_DATA ?= var/data/synthetic
+DEMO_URL = http://127.0.0.1:$(PORT)
+READY = $(BIN)/python -c "import httpx, sys; sys.exit(httpx.get('$(DEMO_URL)/readyz', timeout=2).status_code != 200)"
+
+demo: $(STAMP)
+	@if $(READY) 2>/dev/null; then echo "something already serves $(DEMO_URL): stop it or use PORT=..." >&2; exit 1; fi
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	@APPRANK_DATABASE_URL=sqlite:///$(DEMO_DIR)/apprank.db $(BIN)/apprank run --models $(MODELS) --data $(DEMO_DATA) --port $(PORT) & \
+	server=$$!; trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	until $(READY) 2>/dev/null; do \
+	    kill -0 $$server 2>/dev/null || { echo "apprank run stopped before the service was ready" >&2; exit 1; }; \
+	    sleep 2; \
+	done; \
+	$(BIN)/apprank simulate --url $(DEMO_URL) --world $(DEMO_DATA) --users $(DEMO_USERS) --days $(DEMO_DAYS) \
+	    --png $(DEMO_DIR)/daily_lift.png --lists-png $(DEMO_DIR)/list_metrics.png --out $(DEMO_DIR)/figures.json
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -12,10 +12,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 TIME_CODES = frozenset({"ts_before_served", "ts_in_future"})

@@ -100,7 +100,11 @@ def summary_table(
     if result.experiment is not None:
         world = result.world_file
         table.add_row("simulate", f"apprank simulate --url {url} --world {world} --users 2000 --days 7")
-        table.add_row("report", f"apprank report --experiment {result.experiment} --png var/report.png")
+        database = os.environ.get("APPRANK_DATABASE_URL", DEFAULT_DATABASE)
+        where = "" if database == DEFAULT_DATABASE else f" --db {database}"
+        table.add_row(
+            "report", f"apprank report --experiment {result.experiment}{where} --png var/report.png"
+        )
     return table
 
 

@@ -21,8 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from apprank.eventpost import EventTime
-from apprank.simulation import SimulationConfig
+from apprank.eventpost import EventPostError, EventTime
+from apprank.simulation import SimulationConfig, SimulationError
 
 if TYPE_CHECKING:
     import httpx
@@ -72,9 +72,16 @@ def simulate_command(
         concurrency=concurrency,
         event_time=event_time,
     )
-    store = Storefront(load_world(world))
+    try:
+        store = Storefront(load_world(world))
+    except FileNotFoundError as error:
+        raise typer.BadParameter(str(error), param_hint="--world") from None
     started = time.perf_counter()
-    result, report = asyncio.run(_simulate(url, store, config))
+    try:
+        result, report = asyncio.run(_simulate(url, store, config))
+    except (SimulationError, EventPostError) as error:
+        console.print(f"[red]simulation stopped: {error}[/red]")
+        raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
     console.print(client_table(result, elapsed))
     _print_events(result)

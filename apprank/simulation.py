@@ -15,9 +15,8 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -25,6 +24,9 @@ import orjson
 from apprank.eventpost import EventPoster, EventTime, PostStats
 from apprank.listmetrics import LIST_SIZES, ServedLists, download_shares
 from apprank.storefront import Storefront
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 IntArray = npt.NDArray[np.int64]
