@@ -16,11 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from model.nets import REGISTRY
+from model.nets.params import DeepParams
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("APPRANK_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -29,6 +33,11 @@ CRITEO = DATA_ROOT / "criteo" / "criteo_10k.csv"
 DEFAULT_OUT = REPO / "bench" / "results"
 MODELS = tuple(REGISTRY)  # the registry's order: lr, fm, dnn, fnn, ... deepfm_star
 LOG_TAIL_LINES = 30
+
+
+def has_deep_part(model: str) -> bool:
+    """True for the models with an MLP (they accept ``hidden_units``, ``dropout``...)."""
+    return REGISTRY[model].params is DeepParams
 
 
 class RunFailed(RuntimeError):
@@ -102,6 +111,41 @@ def execute(run: Run, *, resume: bool = True) -> dict[str, Any]:
     record = {"command": run.command(), "env": run.env, "wall_seconds": wall, "metrics": metrics}
     run.sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return metrics
+
+
+def run_many(
+    runs: Sequence[Run], *, jobs: int = 1, resume: bool = True, console: Console | None = None
+) -> list[dict[str, Any] | None]:
+    """Execute ``runs``, ``jobs`` at a time; the metrics of each, None where it failed.
+
+    A failure is logged (with the tail of the child's log) and the other runs go on.
+    """
+    console = console or Console()
+    todo = sum(not (resume and is_done(run)) for run in runs)
+    console.log(f"{len(runs)} runs: {todo} to train, {len(runs) - todo} already done")
+
+    def one(run: Run) -> dict[str, Any] | None:
+        try:
+            metrics = execute(run, resume=resume)
+        except RunFailed as error:
+            console.log(f"[red]failed[/red]: {run.out} (log: {run.log})\n{error}")
+            return None
+        test = metrics.get("test", {})
+        console.log(
+            f"{'/'.join(run.out.parts[-3:])}: test AUC {test.get('auc', math.nan):.4f}, "
+            f"{int(metrics['training']['epochs'])} epochs, {metrics['wall_seconds']:.0f} s"
+        )
+        return metrics
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, runs))
+
+
+def threads_per_job(jobs: int, threads: int | None) -> int | None:
+    """torch threads for each of ``jobs`` parallel runs: the cores shared out, unless given."""
+    if threads is not None or jobs <= 1:
+        return threads
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def machine() -> dict[str, Any]:

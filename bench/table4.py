@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,13 @@ from experiments_common import (
     FRAPPE,
     MODELS,
     Run,
-    execute,
-    is_done,
+    has_deep_part,
     machine,
     markdown_table,
     mean_std,
     pyplot,
+    run_many,
+    threads_per_job,
     write_json,
 )
 from rich.console import Console
@@ -44,43 +44,36 @@ DATASET_SETS: dict[str, tuple[str, ...]] = {
     "frappe": (),
     "criteo": ("valid_fraction=0.2", "test_fraction=0.1", "batch_size=256"),
 }
-QUICK_SETS = ("max_rows=5000", "epochs=1", "hidden_units=[32,32]")
+QUICK_SETS = ("max_rows=5000", "epochs=1")
+QUICK_DEEP_SETS = ("hidden_units=[32,32]",)
 SEEDS = (1, 2, 3)
 
 
 def plan(args: argparse.Namespace, root: Path) -> list[tuple[str, int, Run]]:
     """Every (dataset, seed, run), seeds outermost so a first complete seed comes early."""
-    threads = max(1, (args.threads or 2) // args.jobs) if args.jobs > 1 else args.threads
+    threads = threads_per_job(args.jobs, args.threads)
     runs = []
     for dataset in args.datasets:
         for seed in args.seeds:
             for model in args.models:
-                sets = [*DATASET_SETS[dataset], *(QUICK_SETS if args.quick else ()), *args.set]
+                sets = [*DATASET_SETS[dataset], *args.set]
+                if args.quick:
+                    sets += [*QUICK_SETS, *(QUICK_DEEP_SETS if has_deep_part(model) else ())]
                 sets += [f"seed={seed}"] + ([f"threads={threads}"] if threads else [])
                 out = root / "bundles" / dataset / model / f"seed{seed}"
                 runs.append((dataset, seed, Run(model, DATASETS[dataset], out, tuple(sets))))
     return runs
 
 
-def run_all(runs: list[tuple[str, int, Run]], jobs: int, resume: bool) -> dict[str, Any]:
-    """Execute the runs (``jobs`` at a time); returns ``{dataset: {model: {seed: metrics}}}``."""
+def run_all(runs: list[tuple[str, int, Run]], jobs: int, resume: bool, failed: list[str]) -> dict[str, Any]:
+    """Execute the runs; returns ``{dataset: {model: {seed: metrics}}}`` and names failures in ``failed``."""
     results: dict[str, Any] = {}
-    todo = sum(not (resume and is_done(run)) for _, _, run in runs)
-    console.log(f"{len(runs)} runs, {todo} to train, {len(runs) - todo} already done")
-
-    def one(item: tuple[str, int, Run]) -> None:
-        dataset, seed, run = item
-        metrics = execute(run, resume=resume)
-        results.setdefault(dataset, {}).setdefault(run.model, {})[seed] = metrics
-        test = metrics["test"]
-        console.log(
-            f"{dataset} {run.model} seed {seed}: AUC {test['auc']:.4f} logloss {test['logloss']:.4f} "
-            f"({int(metrics['training']['epochs'])} epochs, {metrics['wall_seconds']:.0f} s)"
-        )
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(one, item) for item in runs]:
-            future.result()
+    outcomes = run_many([run for _, _, run in runs], jobs=jobs, resume=resume, console=console)
+    for (dataset, seed, run), metrics in zip(runs, outcomes, strict=True):
+        if metrics is None:
+            failed.append(f"{dataset}/{run.model}/seed{seed}")
+        else:
+            results.setdefault(dataset, {}).setdefault(run.model, {})[seed] = metrics
     return results
 
 
@@ -217,11 +210,14 @@ def render_claims(claims: dict[str, list[dict[str, Any]]]) -> None:
             if not claim["holds"]:
                 verdict = "[yellow]holds on AUC only[/yellow]" if claim["holds_auc"] else "[red]fails[/red]"
             console.print(f"{dataset}: {claim['claim']}: {verdict}")
-            for c in claim["comparisons"]:
-                if not c["holds"]:
-                    console.print(
-                        f"    {c['better']} vs {c['worse']} on {c['metric']}: margin {c['margin']:+.4f}"
-                    )
+            misses = [c for c in claim["comparisons"] if not c["holds"]]
+            if misses:
+                console.print("    not met: " + "; ".join(_miss(c) for c in misses))
+
+
+def _miss(comparison: dict[str, Any]) -> str:
+    c = comparison
+    return f"{c['better']} vs {c['worse']} {c['metric']} {c['margin']:+.4f}"
 
 
 def parse_args() -> argparse.Namespace:
@@ -248,18 +244,22 @@ def main() -> None:
     root = args.out_dir / ("table4" + (f"-{args.tag}" if args.tag else ""))
     started = time.perf_counter()
     host = machine()
-    results = run_all(plan(args, root), args.jobs, not args.no_resume)
+    failed: list[str] = []
+    results = run_all(plan(args, root), args.jobs, not args.no_resume, failed)
     summary = summarise(results)
     claims = {dataset: check_claims(models) for dataset, models in summary.items()}
     show(summary)
     render_claims(claims)
     elapsed = time.perf_counter() - started
     payload = {"machine": host, "elapsed_seconds": elapsed, "settings": vars(args) | {"out_dir": str(root)}}
-    payload |= {"dataset_sets": DATASET_SETS, "results": summary, "claims": claims}
+    payload |= {"dataset_sets": DATASET_SETS, "results": summary, "claims": claims, "failed": failed}
     write_json(root / "table4.json", payload)
     (root / "table4.md").write_text(to_markdown(summary))
     plot(summary, root / "table4.png")
     console.print(f"{elapsed / 60:.1f} min; wrote {root}/table4.md, table4.json, table4.png")
+    if failed:
+        console.print(f"[red]{len(failed)} runs failed:[/red] {', '.join(failed)}")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
