@@ -83,8 +83,11 @@ class Run:
 
 
 def is_done(run: Run) -> bool:
-    """True when the run's bundle and its sidecar were both written."""
-    return run.sidecar.is_file() and (run.out / "metrics.json").is_file()
+    """True when the run's bundle and its sidecar were written by this very command line."""
+    if not (run.sidecar.is_file() and (run.out / "metrics.json").is_file()):
+        return False
+    recorded: list[str] = json.loads(run.sidecar.read_text())["command"]
+    return recorded[1:] == run.command()[1:]  # the interpreter's path may differ
 
 
 def execute(run: Run, *, resume: bool = True) -> dict[str, Any]:
@@ -180,9 +183,9 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON, creating the folder."""
+    """Write ``payload`` as indented JSON (paths as strings), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def pyplot() -> Any:

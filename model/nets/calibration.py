@@ -31,10 +31,19 @@ class PlattScaled(nn.Module):
         return logits * self.scale + self.shift
 
 
+def _platt_loss(design: Tensor, y: Tensor, params: Tensor) -> Tensor:
+    """Mean logloss of sigmoid(design @ params), computed stably from the logits."""
+    z = design @ params
+    return (torch.nn.functional.softplus(z) - y * z).mean()
+
+
 def fit_platt(logits: Tensor, labels: Tensor, iterations: int = 50) -> tuple[float, float]:
     """(scale, shift) minimizing the logloss of sigmoid(scale * logit + shift), by Newton's method.
 
-    Falls back to the identity when the data hold a single class.
+    Each Newton step is halved until the loss does not increase: a full step from the identity
+    diverges when the logits are large (an overconfident model saturates the sigmoid, the Hessian
+    nearly vanishes and the step overshoots by orders of magnitude). Falls back to the identity when
+    the data hold a single class.
     """
     x = logits.double()
     y = labels.double()
@@ -42,12 +51,21 @@ def fit_platt(logits: Tensor, labels: Tensor, iterations: int = 50) -> tuple[flo
         return 1.0, 0.0
     params = torch.tensor([1.0, 0.0], dtype=torch.float64)
     design = torch.stack([x, torch.ones_like(x)], dim=1)  # [N, 2]
+    loss = _platt_loss(design, y, params)
     for _ in range(iterations):
         p = torch.sigmoid(design @ params)
         gradient = design.T @ (p - y)
         hessian = (design * (p * (1 - p)).unsqueeze(1)).T @ design + 1e-9 * torch.eye(2, dtype=torch.float64)
         step = torch.linalg.solve(hessian, gradient)
-        params -= step
+        for _ in range(60):  # backtracking: halve until the loss does not increase
+            candidate = params - step
+            candidate_loss = _platt_loss(design, y, candidate)
+            if candidate_loss <= loss:
+                break
+            step = step / 2
+        else:
+            break  # no step decreases the loss: at the optimum up to rounding
+        params, loss = candidate, candidate_loss
         if step.abs().max() < 1e-10:
             break
     return float(params[0]), float(params[1])

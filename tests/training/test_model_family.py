@@ -164,3 +164,15 @@ def test_product_layers_widen_the_mlp_input(
     model = build_model(name, layout)
     first = next(m for m in model.modules() if isinstance(m, nn.Linear))
     assert (first.in_features, first.out_features) == (width, 400)
+
+
+@pytest.mark.parametrize("spread", [1.0, 5.0, 50.0])
+def test_platt_fit_converges_on_overconfident_logits(spread: float) -> None:
+    # FNN on frappe_ctr ends overconfident; the undamped Newton fit diverged (scale 3e14) on such logits
+    from model.nets.calibration import fit_platt
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50_000, generator=generator) * spread
+    labels = torch.bernoulli(torch.sigmoid(logits * (2.0 / spread) - 0.7), generator=generator)
+    scale, shift = fit_platt(logits, labels)
+    assert scale == pytest.approx(2.0 / spread, rel=0.05) and shift == pytest.approx(-0.7, abs=0.05)
