@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -83,10 +84,12 @@ def simulate_command(
         console.print(f"[red]simulation stopped: {error}[/red]")
         raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
-    console.print(client_table(result, elapsed))
+    arms = [arm.arm for arm in report.arms]  # the control first
+    console.print(client_table(result, elapsed, arms))
+    console.print(daily_client_table(result, arms))
     _print_events(result)
     _print_report(report, png)
-    rows = _print_list_metrics(result, [arm.arm for arm in report.arms], lists_png)
+    rows = _print_list_metrics(result, arms, lists_png)
     if out is not None:
         write_figures(out, result, report, rows, elapsed)
 
@@ -134,7 +137,7 @@ async def fetch_report(client: httpx.AsyncClient, experiment: str) -> Experiment
     return ExperimentReport.model_validate_json(response.content)
 
 
-def client_table(result: SimulationResult, elapsed: float) -> Table:
+def client_table(result: SimulationResult, elapsed: float, order: list[str]) -> Table:
     """Per arm, what the client saw: users, page views, impressions, downloads, CTR and the true CTR."""
     import numpy as np
 
@@ -146,7 +149,8 @@ def client_table(result: SimulationResult, elapsed: float) -> Table:
     table = Table(title=f"simulation: {len(log.users):,} page views in {elapsed:.0f} s (client side)")
     for column in ("arm", "users", "page views", "impressions", "downloads", "CTR %", "true CTR %"):
         table.add_column(column, justify="left" if column == "arm" else "right")
-    for arm in sorted(set(arms.tolist())):
+    seen = set(arms.tolist())
+    for arm in [a for a in order if a in seen] + sorted(seen - set(order)):
         mask = arms == arm
         views = int(mask.sum())
         table.add_row(
@@ -158,6 +162,30 @@ def client_table(result: SimulationResult, elapsed: float) -> Table:
             f"{100 * downloads[mask].sum() / (views * shown):.3f}",
             f"{100 * truth[mask].sum() / (views * shown):.3f}",
         )
+    return table
+
+
+def daily_client_table(result: SimulationResult, arms: list[str]) -> Table:
+    """Per simulated day, the CTR each arm had as the client saw it, and the lift over ``arms[0]``.
+
+    Point estimates only: the report's per-day breakdown (with intervals) is the server's, by event time.
+    """
+    import numpy as np
+
+    log = result.log
+    served, days = np.asarray(log.arms, dtype=str), np.asarray(log.days)
+    downloads = np.asarray(log.downloads, dtype=np.float64)
+    names = [arm for arm in arms if arm in set(log.arms)]
+    table = Table(title="per simulated day (client side, point estimates)")
+    table.add_column("day")
+    for column in [f"{name} CTR %" for name in names] + [f"{name} lift" for name in names[1:]]:
+        table.add_column(column, justify="right")
+    first = result.config.start_date()
+    for day in range(result.config.days):
+        shown = [downloads[(days == day) & (served == name)] for name in names]
+        ctr = [float(d.mean()) / result.config.list_size if d.size else float("nan") for d in shown]
+        cells = [f"{100 * value:.2f}" for value in ctr] + [f"{100 * (v / ctr[0] - 1):+.1f}%" for v in ctr[1:]]
+        table.add_row(f"{day + 1} ({first + timedelta(days=day)})", *cells)
     return table
 
 
@@ -201,6 +229,31 @@ def _print_list_metrics(result: SimulationResult, arms: list[str], png: Path | N
     return rows
 
 
+def client_daily_counts(result: SimulationResult) -> list[dict[str, Any]]:
+    """Per simulated day and arm: users, page views, downloads and the sum of true probabilities shown."""
+    import numpy as np
+
+    log = result.log
+    arms, days, users = np.asarray(log.arms, dtype=str), np.asarray(log.days), np.asarray(log.users)
+    downloads, truth = np.asarray(log.downloads), np.asarray(log.true_ctr_sum)
+    counts: list[dict[str, Any]] = []
+    for day in range(result.config.days):
+        for arm in sorted(set(log.arms)):
+            mask = (days == day) & (arms == arm)
+            counts.append(
+                {
+                    "day": day,
+                    "date": str(result.config.start_date() + timedelta(days=day)),
+                    "arm": arm,
+                    "users": int(np.unique(users[mask]).size),
+                    "page_views": int(mask.sum()),
+                    "downloads": int(downloads[mask].sum()),
+                    "true_probability_sum": float(truth[mask].sum()),
+                }
+            )
+    return counts
+
+
 def write_figures(
     path: Path, result: SimulationResult, report: ExperimentReport, rows: list[ListMetricsRow], elapsed: float
 ) -> None:
@@ -216,6 +269,7 @@ def write_figures(
             "rejected": dict(result.posted.rejected),
             "fallback": result.posted.fallback,
         },
+        "client_daily": client_daily_counts(result),
         "report": json.loads(report.model_dump_json()),
         "list_metrics": [asdict(row) for row in rows],
     }

@@ -98,6 +98,8 @@ def test_simulation_posts_every_event_and_the_report_has_both_arms(
     report = figures["report"]
     impressions = USERS * DAYS * 1 * LIST_SIZE  # every user visits every day, one page view each
     assert figures["page_views"] == USERS * DAYS
+    daily = figures["client_daily"]
+    assert [sum(row["page_views"] for row in daily if row["day"] == d) for d in range(DAYS)] == [USERS] * DAYS
     assert sum(arm["impressions"] for arm in report["arms"]) == impressions
     downloads = sum(arm["downloads"] for arm in report["arms"])
     assert figures["events"]["accepted"] == impressions + downloads and figures["events"]["rejected"] == {}
