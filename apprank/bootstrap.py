@@ -103,11 +103,10 @@ def bootstrap(config: BootstrapConfig) -> BootstrapResult:
         return result
     missing = [name for name in (CONTROL, TREATMENT) if name not in present]
     result.reused = [name for name in present if name in ours]
-    if missing:
-        result.data_created = ensure_dataset(config)
-        for name in missing:
-            train_model(config, name)
-            result.trained.append(name)
+    result.data_created = ensure_dataset(config)  # also what `apprank simulate --world` reads
+    for name in missing:
+        train_model(config, name)
+        result.trained.append(name)
     result.experiment = write_experiments_file(config.experiments_file)
     result.test_auc = {name: auc for name in (CONTROL, TREATMENT) if (auc := _test_auc(config, name))}
     return result

@@ -57,6 +57,17 @@ def test_a_missing_bundle_is_trained_alone(tiny_store: BootstrapResult, tmp_path
     assert bundle_names(config.models_dir) == ["deepfm", "lr"]
 
 
+def test_the_dataset_is_written_again_when_only_the_bundles_are_left(
+    tiny_store: BootstrapResult, tmp_path: Path
+) -> None:
+    config = tiny_config(tmp_path)
+    shutil.copytree(tiny_store.config.models_dir, config.models_dir)
+    result = bootstrap(config)
+    assert result.data_created and result.trained == [] and result.reused == ["deepfm", "lr"]
+    same_world = (tiny_store.config.data_dir / "synth.json").read_text()
+    assert (config.data_dir / "synth.json").read_text() == same_world  # the world the bundles learned
+
+
 def test_the_users_own_bundles_are_served_as_they_are(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     (config.models_dir / "mine").mkdir(parents=True)
