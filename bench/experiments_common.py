@@ -83,11 +83,23 @@ class Run:
 
 
 def is_done(run: Run) -> bool:
-    """True when the run's bundle and its sidecar were written by this very command line."""
+    """True when the run's bundle and its sidecar were written by the same command line."""
     if not (run.sidecar.is_file() and (run.out / "metrics.json").is_file()):
         return False
     recorded: list[str] = json.loads(run.sidecar.read_text())["command"]
-    return recorded[1:] == run.command()[1:]  # the interpreter's path may differ
+    return _identity(recorded) == _identity(run.command())
+
+
+def _identity(command: list[str]) -> list[str]:
+    """What decides a run's result: the command without the interpreter's path and ``threads=``."""
+    args = command[1:]
+    kept: list[str] = []
+    for i, arg in enumerate(args):
+        threads_value = arg.startswith("threads=")
+        threads_flag = arg == "--set" and i + 1 < len(args) and args[i + 1].startswith("threads=")
+        if not (threads_value or threads_flag):
+            kept.append(arg)
+    return kept
 
 
 def execute(run: Run, *, resume: bool = True) -> dict[str, Any]:
