@@ -42,14 +42,14 @@ def run_command(
         result = bootstrap(config)
     token, generated = admin_token()
     environment = service_environment(result, token)
-    os.environ.update(environment)
-    console.print(summary_table(result, host, port, workers, token if generated else None))
+    database = environment["APPRANK_DATABASE_URL"]
+    console.print(summary_table(result, host, port, workers, database, token if generated else None))
     if not serve:
         return
     command = [sys.executable, "-m", "apprank", "serve", "--models", str(models)]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     sys.stdout.flush()
-    os.execv(sys.executable, command)
+    os.execve(sys.executable, command, {**os.environ, **environment})
 
 
 def admin_token() -> tuple[str, bool]:
@@ -77,7 +77,7 @@ def service_environment(result: BootstrapResult, token: str) -> dict[str, str]:
 
 
 def summary_table(
-    result: BootstrapResult, host: str, port: int, workers: int, new_token: str | None
+    result: BootstrapResult, host: str, port: int, workers: int, database: str, new_token: str | None
 ) -> Table:
     """What is where: URL, bundles, experiment, database, admin token, and commands to try."""
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -92,7 +92,7 @@ def summary_table(
     if result.experiment is not None:
         table.add_row("experiment", f"{result.experiment}: 50% lr (control) / 50% deepfm")
         table.add_row("experiments file", str(result.config.experiments_file))
-    table.add_row("database", os.environ.get("APPRANK_DATABASE_URL", DEFAULT_DATABASE))
+    table.add_row("database", database)
     if new_token is None:
         table.add_row("admin token", "from APPRANK_ADMIN_TOKEN")
     else:
@@ -100,7 +100,6 @@ def summary_table(
     if result.experiment is not None:
         world = result.world_file
         table.add_row("simulate", f"apprank simulate --url {url} --world {world} --users 2000 --days 7")
-        database = os.environ.get("APPRANK_DATABASE_URL", DEFAULT_DATABASE)
         where = "" if database == DEFAULT_DATABASE else f" --db {database}"
         table.add_row(
             "report", f"apprank report --experiment {result.experiment}{where} --png var/report.png"
