@@ -80,13 +80,18 @@ def make_optimizer(model: nn.Module, config: TrainConfig, world: int = 1) -> tor
     ]
     groups = [g for g in groups if g["params"]]
     opt = config.optimizer
+    scale = math.sqrt(world) if config.lr_scaling == "sqrt" else 1.0
     if opt.name == "ftrl":
         return FTRL(
-            model.parameters(), alpha=opt.ftrl_alpha, beta=opt.ftrl_beta, l1=opt.ftrl_l1, l2=opt.ftrl_l2
+            model.parameters(),
+            alpha=opt.ftrl_alpha * scale,
+            beta=opt.ftrl_beta,
+            l1=opt.ftrl_l1,
+            l2=opt.ftrl_l2,
         )
     if opt.name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=opt.lr)
-    return torch.optim.Adam(groups, lr=opt.lr, fused=True)
+        return torch.optim.Adagrad(groups, lr=opt.lr * scale)
+    return torch.optim.Adam(groups, lr=opt.lr * scale, fused=True)
 
 
 def predict_logits(

@@ -176,3 +176,24 @@ def test_platt_fit_converges_on_overconfident_logits(spread: float) -> None:
     labels = torch.bernoulli(torch.sigmoid(logits * (2.0 / spread) - 0.7), generator=generator)
     scale, shift = fit_platt(logits, labels)
     assert scale == pytest.approx(2.0 / spread, rel=0.05) and shift == pytest.approx(-0.7, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "scaling", "world", "factor"),
+    [
+        ("deepfm", "sqrt", 4, 2.0),
+        ("deepfm", "none", 4, 1.0),
+        ("deepfm", "sqrt", 1, 1.0),
+        ("lr", "sqrt", 9, 3.0),
+    ],
+)
+def test_lr_scaling_multiplies_the_learning_rate_by_sqrt_of_the_world(
+    name: str, scaling: str, world: int, factor: float, frappe: tuple[InputLayout, Splits]
+) -> None:
+    from training.trainer import make_optimizer
+
+    layout, _ = frappe
+    config = load_config(None, [f"lr_scaling={scaling}"], model=name)
+    optimizer = make_optimizer(build_model(name, layout), config, world=world)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    assert rates == [pytest.approx(config.optimizer.lr * factor)] * len(rates)
