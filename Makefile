@@ -55,7 +55,8 @@ READY = $(BIN)/python -c "import httpx, sys; sys.exit(httpx.get('$(DEMO_URL)/rea
 demo: $(STAMP)
 	@if $(READY) 2>/dev/null; then echo "something already serves $(DEMO_URL): stop it or use PORT=..." >&2; exit 1; fi
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	@APPRANK_DATABASE_URL=sqlite:///$(DEMO_DIR)/apprank.db $(BIN)/apprank run --models $(MODELS) --data $(DEMO_DATA) --port $(PORT) & \
+	@APPRANK_DATABASE_URL=sqlite:///$(DEMO_DIR)/apprank.db APPRANK_EVENT_CLOCK_SKEW_S=$$(( ($(DEMO_DAYS) + 1) * 86400 )) \
+	    $(BIN)/apprank run --models $(MODELS) --data $(DEMO_DATA) --port $(PORT) & \
 	server=$$!; trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	until $(READY) 2>/dev/null; do \
 	    kill -0 $$server 2>/dev/null || { echo "apprank run stopped before the service was ready" >&2; exit 1; }; \

@@ -150,7 +150,9 @@ def app_from_env() -> FastAPI:
     from service.events.log import EventLogConfig
     from service.events.wiring import attach_event_log
 
-    config = EventLogConfig(retention_days=settings.event_retention_days)
+    config = EventLogConfig(
+        retention_days=settings.event_retention_days, clock_skew_s=settings.event_clock_skew_s
+    )
     event_log = EventLog.open(settings.database_url, config, prefix=settings.table_prefix)
     app = create_app(settings, sink=event_log.sink)
     attach_event_log(app, event_log)

@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
         experiments_file: optional JSON list of experiments created at start when absent from the store.
         event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
         event_retention_days: when set, served lists and events older than this are purged hourly.
+        event_clock_skew_s: how far an event's time may precede its served list or follow the server's
+            clock (300 s; simulations that back-date events to past days widen it).
     """
 
     model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")
@@ -50,6 +52,7 @@ class ServiceSettings(BaseSettings):
     experiments_file: Path | None = None
     event_log: bool = True
     event_retention_days: Annotated[int, Field(ge=1)] | None = None
+    event_clock_skew_s: Annotated[float, Field(ge=0.0)] = 300.0
 
     @field_validator("table_prefix")
     @classmethod

@@ -19,7 +19,7 @@ from service.events.committer import GroupCommitter
 from service.events.counters import EventCounters
 from service.events.models import BatchOutcome, EventIn, IngestResponse
 from service.events.store import SqlEventStore, open_event_store
-from service.events.validation import parse_batch
+from service.events.validation import CLOCK_SKEW_S, parse_batch
 from service.events.writer import ServedListWriter
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class EventLogConfig:
             ``purge_interval_s``.
         users_refresh_s: how often ``apprank_experiment_users`` is recomputed from the store (only
             when the service defines that gauge; 0 turns it off).
+        clock_skew_s: how far an event's own time may precede its served list or follow the server's
+            clock before it is refused (widen it to accept back-dated events, e.g. in simulations).
     """
 
     max_events_per_batch: int = 1_000
@@ -51,6 +53,7 @@ class EventLogConfig:
     retention_days: int | None = None
     purge_interval_s: float = 3600.0
     users_refresh_s: float = 30.0
+    clock_skew_s: float = CLOCK_SKEW_S
 
 
 class EventLog:
@@ -76,7 +79,7 @@ class EventLog:
         self.db = db
         self.config = config or EventLogConfig()
         self.counters = counters if counters is not None else EventCounters.from_service_metrics()
-        self.store: SqlEventStore = open_event_store(db, prefix)
+        self.store: SqlEventStore = open_event_store(db, prefix, clock_skew_s=self.config.clock_skew_s)
         self.writer = ServedListWriter(
             self.store,
             self.counters,

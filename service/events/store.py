@@ -18,7 +18,7 @@ from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts
 from service.events.rows import LabeledRow, event_row, served_rows, user_day_updates
 from service.events.schema import migrations
 from service.events.sql import Queries
-from service.events.validation import check_reference
+from service.events.validation import CLOCK_SKEW_S, check_reference
 from service.served import ServedList
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,10 @@ class SqlEventStore:
     max_rows_per_statement = 500
     page_size = 10_000
 
-    def __init__(self, db: Database, prefix: str = "apprank_") -> None:
+    def __init__(self, db: Database, prefix: str = "apprank_", *, clock_skew_s: float = CLOCK_SKEW_S) -> None:
         self.db = db
         self.prefix = prefix
+        self.clock_skew_s = clock_skew_s
         self.q = Queries(prefix)
 
     def migrate(self) -> None:
@@ -115,7 +116,7 @@ class SqlEventStore:
             kept: list[tuple[EventIn, ServedRef, float]] = []
             for event in batch:
                 ref = refs.get(event.request_id)
-                rejection = check_reference(event, ref, received_at)
+                rejection = check_reference(event, ref, received_at, self.clock_skew_s)
                 if rejection is not None or ref is None:
                     outcome.rejected.extend([rejection] if rejection is not None else [])
                     continue
@@ -275,7 +276,9 @@ class PostgresEventStore(SqlEventStore):
         return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
 
 
-def open_event_store(db: Database, prefix: str = "apprank_") -> SqlEventStore:
+def open_event_store(
+    db: Database, prefix: str = "apprank_", *, clock_skew_s: float = CLOCK_SKEW_S
+) -> SqlEventStore:
     """The event store for ``db``'s dialect, tables named ``{prefix}...`` (created by ``migrate``)."""
     store_class = PostgresEventStore if db.dialect == "postgresql" else SQLiteEventStore
-    return store_class(db, prefix)
+    return store_class(db, prefix, clock_skew_s=clock_skew_s)

@@ -107,8 +107,13 @@ def _identifier(value: Any, present: bool) -> str | tuple[str, str]:
     return value
 
 
-def check_reference(event: EventIn, served: ServedRef | None, received_at: float) -> Rejection | None:
-    """Check that an event refers to a served request, one of its returned items, and its user."""
+def check_reference(
+    event: EventIn, served: ServedRef | None, received_at: float, skew: float = CLOCK_SKEW_S
+) -> Rejection | None:
+    """Check that an event refers to a served request, one of its returned items, and its user.
+
+    ``skew`` is how far an event time may precede its served list or follow the server's clock.
+    """
     if served is None:
         return _reject(
             event.index,
@@ -123,13 +128,11 @@ def check_reference(event: EventIn, served: ServedRef | None, received_at: float
     if event.user_id != served.user_id:
         reason = f"user_id {event.user_id!r} differs from the user of request {event.request_id!r}"
         return _reject(event.index, event.event_id, "user_id", "user_mismatch", reason)
-    if event.ts is not None and event.ts < served.ts - CLOCK_SKEW_S:
-        reason = (
-            f"event time {event.ts} precedes the served list ({served.ts}) by more than {CLOCK_SKEW_S:g} s"
-        )
+    if event.ts is not None and event.ts < served.ts - skew:
+        reason = f"event time {event.ts} precedes the served list ({served.ts}) by more than {skew:g} s"
         return _reject(event.index, event.event_id, "ts", "ts_before_served", reason)
-    if event.ts is not None and event.ts > received_at + CLOCK_SKEW_S:
-        reason = f"event time {event.ts} is more than {CLOCK_SKEW_S:g} s after the server's clock"
+    if event.ts is not None and event.ts > received_at + skew:
+        reason = f"event time {event.ts} is more than {skew:g} s after the server's clock"
         return _reject(event.index, event.event_id, "ts", "ts_in_future", reason)
     return None
 

@@ -1,8 +1,8 @@
 """With a service that accepts back-dated event times, the report shows one row per simulated day.
 
-The shipped service refuses event times more than ``CLOCK_SKEW_S`` (300 s) before the served list, so
-``apprank simulate`` falls back to the server's clock (``test_simulate.py``). Here the allowance is
-widened in-process to show that the simulation's own side of the per-day breakdown works.
+By default the service refuses event times more than 300 s before the served list, so ``apprank
+simulate`` falls back to the server's clock (``test_simulate.py``). Here the allowance is widened with
+``EventLogConfig.clock_skew_s`` (``APPRANK_EVENT_CLOCK_SKEW_S``, which ``make demo`` sets).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from apprank.simulate import fetch_report
 from apprank.simulation import Simulation, SimulationConfig
 from apprank.storefront import Storefront, load_world
 from service.app import create_app
-from service.events import EventLog
+from service.events import EventLog, EventLogConfig
 from service.events.wiring import attach_event_log
 from service.settings import ServiceSettings
 from tests.apprank.test_simulate import _free_port
@@ -36,17 +36,15 @@ FIRST_DAY = datetime.now(UTC).date() - timedelta(days=5)
 
 
 @pytest.fixture
-def lenient_server(
-    tiny_store: BootstrapResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+def lenient_server(tiny_store: BootstrapResult, tmp_path: Path) -> Iterator[str]:
     """The service in a thread (uvicorn), accepting event times up to 60 days before the served list."""
-    monkeypatch.setattr("service.events.validation.CLOCK_SKEW_S", 60 * 86_400.0)
     settings = ServiceSettings(
         models_dir=tiny_store.config.models_dir,
         database_url=f"sqlite:///{tmp_path / 'days.db'}",
         experiments_file=tiny_store.config.experiments_file,
     )
-    event_log = EventLog.open(settings.database_url, prefix=settings.table_prefix)
+    config = EventLogConfig(clock_skew_s=60 * 86_400.0)
+    event_log = EventLog.open(settings.database_url, config, prefix=settings.table_prefix)
     app = create_app(settings, sink=event_log.sink)
     attach_event_log(app, event_log)
     port = _free_port()
