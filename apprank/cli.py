@@ -21,13 +21,24 @@ COMMAND_MODULES: tuple[str, ...] = (
     "apprank.run",
     "apprank.simulate",
 )
+# The serving image installs only the `serve` extra: commands that need the training extras
+# (torch, pandas, pyarrow...) are left out there instead of breaking `apprank --help`.
+TRAINING_ONLY = frozenset({"training.cli", "training.synth_cli", "apprank.run", "apprank.simulate"})
+log = logging.getLogger(__name__)
 
 
 def build_app() -> typer.Typer:
-    """The CLI with every package's commands registered."""
+    """The CLI with every installed package's commands registered."""
     app = typer.Typer(no_args_is_help=True, add_completion=False, help="CTR ranking for app stores.")
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(app)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            if module_name not in TRAINING_ONLY:
+                raise
+            log.debug("%s unavailable (%s): install the `train` extra for its commands", module_name, error)
+            continue
+        module.register(app)
     return app
 
 

@@ -15,6 +15,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _require_training_extras() -> None:
+    """Exit with a clear message when torch is missing (a serving-only install)."""
+    try:
+        import torch  # noqa: F401 - the command imports it next anyway
+    except ImportError:
+        err_console.print("[red]error:[/red] training needs the `train` extra: pip install 'apprank[train]'")
+        raise typer.Exit(2) from None
+
+
 def train(
     data: Annotated[Path, typer.Option(help="a data file, or a directory with train/valid/test files")],
     out: Annotated[Path, typer.Option(help="bundle directory to write")],
@@ -26,6 +35,7 @@ def train(
     nproc: Annotated[int, typer.Option(min=1, help="data-parallel processes (torchrun; gloo on CPU)")] = 1,
 ) -> None:
     """Train a model and write a verified model bundle (ONNX + encoder + schema + manifest)."""
+    _require_training_extras()
     from training.distributed import in_launched_process, launch
 
     if nproc > 1 and not in_launched_process():
@@ -74,6 +84,7 @@ def evaluate(
     png: Annotated[Path | None, typer.Option(help="write a chart (metrics + reliability diagram)")] = None,
 ) -> None:
     """AUC, logloss and calibration of each bundle, scored by ONNX Runtime as the service does."""
+    _require_training_extras()
     from model.bundle import BundleError
     from training.evaluate import evaluate_bundle, plot_evaluations
     from training.readers.base import ReaderError

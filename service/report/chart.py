@@ -41,11 +41,21 @@ def render_daily_chart(report: ExperimentReport) -> bytes:
     for ax, metric in zip(axes, metrics, strict=True):
         _plot_metric(ax, report, metric)
     axes[-1].set_xlabel("day (UTC)")
+    _pad_days(axes[-1], report)
     figure.suptitle(f"{report.experiment}: daily lift over {report.control} (95 % CI)")
     figure.autofmt_xdate()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def _pad_days(ax: Axes, report: ExperimentReport) -> None:
+    """Half a day of margin on each side, so a single day is not stretched over years."""
+    if not report.daily:
+        return
+    days = np.array([day.day for day in report.daily], dtype="datetime64[D]")
+    half_day = np.timedelta64(12, "h")
+    ax.set_xlim(days.min() - half_day, days.max() + half_day)
 
 
 def _plot_metric(ax: Axes, report: ExperimentReport, metric: Metric) -> None:
