@@ -167,12 +167,19 @@ class Trainer:
             torch.manual_seed(config.seed + context.rank)  # distinct dropout masks per rank
         self.optimizer = make_optimizer(model, config, world=context.world if context else 1)
         self.loss = nn.BCEWithLogitsLoss()
+        # The scheduler counts a stalled epoch exactly as early stopping does (same min_delta), and
+        # torch's ``patience`` is the number of stalled epochs it tolerates, so decaying after
+        # ``lr_decay.patience`` stalled epochs is torch's patience - 1. With torch's patience = ours
+        # (the former setting), decay and early stopping fired on the same epoch: the lower rate
+        # never got an epoch to train.
         self.scheduler = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer,
                 mode="max",
                 factor=config.lr_decay.factor,
-                patience=config.lr_decay.patience,
+                patience=max(0, config.lr_decay.patience - 1),
+                threshold=config.early_stopping.min_delta,
+                threshold_mode="abs",
                 min_lr=config.lr_decay.min_lr,
             )
             if config.lr_decay is not None

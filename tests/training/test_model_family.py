@@ -197,3 +197,19 @@ def test_lr_scaling_multiplies_the_learning_rate_by_sqrt_of_the_world(
     optimizer = make_optimizer(build_model(name, layout), config, world=world)
     rates = [group["lr"] for group in optimizer.param_groups]
     assert rates == [pytest.approx(config.optimizer.lr * factor)] * len(rates)
+
+
+def test_learning_rate_decays_an_epoch_before_early_stopping(
+    frappe: tuple[InputLayout, Splits], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the deep models' best AUC comes after a decay; decaying on the epoch that stops training wasted it
+    layout, data = frappe
+    config = load_config(None, ["epochs=20", "optimizer.lr=0.001"], model="lr")
+    trainer = Trainer(build_model("lr", layout), config)
+    scripted = iter([0.90, 0.91, 0.91, 0.92, 0.92, 0.92, 0.93])
+    monkeypatch.setattr(trainer, "_train_epoch", lambda *_: 0.0)
+    monkeypatch.setattr(trainer, "_validate", lambda _: {"auc": next(scripted), "logloss": 0.5})
+    history = trainer.fit(data.train, data.valid)
+    # stalls at epochs 3, 5, 6: a decay after each, stopped after two in a row (patience 2)
+    assert [round(e.lr, 6) for e in history.epochs] == [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5]
+    assert history.best_epoch == 4
