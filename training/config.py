@@ -5,6 +5,7 @@ A typo in a key is an error that names the key, never a silently ignored setting
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -183,7 +184,8 @@ def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = (), 
             data["model"] = value
     model = data.get("model", TrainConfig.model_fields["model"].default)
     if isinstance(model, str):
-        data = _merge(MODEL_DEFAULTS.get(model, {}), data)
+        # a deep copy: ``--set`` writes into nested sections, which must not be the shared defaults
+        data = _merge(copy.deepcopy(MODEL_DEFAULTS.get(model, {})), data)
     for key, value in parsed:
         if key.startswith("params.") or key in TrainConfig.model_fields or "." in key:
             _set_path(data, key, value)
