@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 
-from training.config import ConfigError, load_config
+from training.config import MODEL_DEFAULTS, ConfigError, load_config
 
 
 def test_yaml_then_overrides_then_validation(tmp_path: Path) -> None:
@@ -49,3 +50,12 @@ def test_typos_and_bad_values_are_refused_by_name(
     with pytest.raises(ConfigError) as error:
         load_config(path, overrides)
     assert message in str(error.value)
+
+
+def test_overrides_never_change_the_model_defaults() -> None:
+    before = copy.deepcopy(MODEL_DEFAULTS)
+    load_config(None, ["optimizer.name=ftrl", "optimizer.lr=0.5"], model="lr")
+    with pytest.raises(ConfigError):
+        load_config(None, ["optimizer.name=ftrl"], model="fm")
+    assert before == MODEL_DEFAULTS
+    assert load_config(None, model="fm").optimizer.name == "adam"
