@@ -6,7 +6,6 @@ A typo in a key is an error that names the key, never a silently ignored setting
 from __future__ import annotations
 
 import copy
-import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
