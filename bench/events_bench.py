@@ -25,12 +25,10 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from service_process import start_service, stop_service  # noqa: E402
 
 from service.served import ServedList  # noqa: E402
 
@@ -60,39 +60,15 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def start_server(work: Path, logging_on: bool) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn (one worker) on ``service.app:app_from_env``, what ``apprank serve`` runs; process and URL."""
-    port = free_port()
-    env = dict(
-        os.environ, APPRANK_MODELS_DIR=str(work / "models"), APPRANK_DATABASE_URL=f"sqlite:///{work}/bench.db"
-    )
-    env.update({"APPRANK_EVENT_LOG": "true" if logging_on else "false", "APPRANK_ORT_DEVICE": "cpu"})
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env"]
-    command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the service did not become ready within 60 s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    server.wait(timeout=30)
+    """One uvicorn worker on ``service.app:app_from_env``, what ``apprank serve`` runs; process and URL."""
+    settings = {
+        "APPRANK_MODELS_DIR": str(work / "models"),
+        "APPRANK_DATABASE_URL": f"sqlite:///{work}/bench.db",
+        "APPRANK_EVENT_LOG": "true" if logging_on else "false",
+        "APPRANK_ORT_DEVICE": "cpu",
+    }
+    return start_service(settings)
 
 
 def write_fixture_bundle(work: Path) -> None:
@@ -202,7 +178,7 @@ def ingestion(work: Path, batches: int, connections: int) -> dict[str, Any]:
         asyncio.run(post_all(url, bodies[batches:], connections))  # warm-up on lists the run does not use
         result = asyncio.run(post_all(url, bodies[:batches], connections))
     finally:
-        stop_server(server)
+        stop_service(server)
     return result | {"batch_size": 100, "connections": connections, "batches": batches}
 
 
@@ -252,7 +228,7 @@ def rank_overhead(work: Path, seconds: int, shapes: list[tuple[int, int | None]]
                 wrk_rank(url, body, work, 2)  # warm-up
                 figures[(*shape, logging_on)] = wrk_rank(url, body, work, seconds)
         finally:
-            stop_server(server)
+            stop_service(server)
     rows = []
     for n, k in shapes:
         off, on = figures[(n, k, False)], figures[(n, k, True)]

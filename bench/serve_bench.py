@@ -20,12 +20,10 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,8 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from service_process import free_port, start_service  # noqa: E402
 
 from model.bundle import read_bundle  # noqa: E402
 from model.schema import Source  # noqa: E402
@@ -101,39 +101,17 @@ def bare_onnx(bundle_dir: Path, body: bytes, repeats: int) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_server(
     models: Path, model: str, workers: int, work: Path, event_log: bool
 ) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = dict(os.environ, APPRANK_MODELS_DIR=str(models), APPRANK_DATABASE_URL=f"sqlite:///{work}/bench.db")
-    env.update(
-        APPRANK_MAX_CANDIDATES="5000", APPRANK_DEFAULT_MODEL=model, APPRANK_EVENT_LOG=str(event_log).lower()
-    )
-    if workers > 1:
-        metrics_dir = work / f"metrics-{port}"
-        metrics_dir.mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env", "--port", str(port)]
-    command += ["--workers", str(workers), "--no-access-log", "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the service did not become ready within 60 s")
+    settings = {
+        "APPRANK_MODELS_DIR": str(models),
+        "APPRANK_DATABASE_URL": f"sqlite:///{work}/bench-{free_port()}.db",
+        "APPRANK_MAX_CANDIDATES": "5000",
+        "APPRANK_DEFAULT_MODEL": model,
+        "APPRANK_EVENT_LOG": str(event_log).lower(),
+    }
+    return start_service(settings, workers)
 
 
 def wrk(url: str, body: Path, work: Path, connections: int, threads: int, seconds: int) -> dict[str, float]:
