@@ -74,7 +74,8 @@ class Run:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "apprank", "train", "--model", self.model]
-        cmd += ["--data", str(self.data), "--out", str(self.out)]
+        # absolute: the child runs in the repository, the bench may have been started elsewhere
+        cmd += ["--data", str(self.data.absolute()), "--out", str(self.out.absolute())]
         for item in self.sets:
             cmd += ["--set", item]
         if self.nproc > 1:

@@ -25,6 +25,7 @@ from experiments_common import (
     MODELS,
     Run,
     has_deep_part,
+    is_done,
     machine,
     markdown_table,
     mean_std,
@@ -231,6 +232,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads split among them)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all)")
     parser.add_argument("--no-resume", action="store_true", help="retrain runs that are already done")
+    parser.add_argument("--report-only", action="store_true", help="tabulate the finished runs, train none")
     parser.add_argument("--quick", action="store_true", help="5,000 rows, 1 epoch, [32,32], first seed")
     args = parser.parse_args()
     if args.quick:
@@ -245,8 +247,13 @@ def main() -> None:
     started = time.perf_counter()
     host = machine()
     failed: list[str] = []
-    results = run_all(plan(args, root), args.jobs, not args.no_resume, failed)
+    runs = plan(args, root)
+    if args.report_only:
+        runs = [item for item in runs if is_done(item[2])]
+    results = run_all(runs, args.jobs, not args.no_resume, failed)
     summary = summarise(results)
+    if not summary:
+        raise SystemExit("no finished runs to report")
     claims = {dataset: check_claims(models) for dataset, models in summary.items()}
     show(summary)
     render_claims(claims)
