@@ -31,12 +31,24 @@ def top_order(score: npt.NDArray[np.floating], app_ids: list[str], k: int) -> np
     """Indices of the ``k`` best scores, descending; equal scores are ordered by app_id (ascending).
 
     The tie-break makes the order a function of the candidate set, not of the order it arrived in.
+    Only the runs of equal scores that reach into the top ``k`` are re-sorted (ties are rare).
     """
     order = np.argsort(-score, kind="stable")
     ranked = score[order]
-    if np.any(ranked[1:] == ranked[:-1]):
-        order = np.lexsort((np.array(app_ids), -score))
+    equal = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if equal.size:
+        for start, stop in _runs(equal):
+            if start < k:
+                order[start:stop] = sorted(order[start:stop].tolist(), key=app_ids.__getitem__)
     return order[:k].astype(np.int64, copy=False)
+
+
+def _runs(equal: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of equal neighbours, from the positions i where x[i] == x[i + 1]."""
+    breaks = np.flatnonzero(np.diff(equal) > 1)
+    starts = np.concatenate([equal[:1], equal[breaks + 1]])
+    stops = np.concatenate([equal[breaks], equal[-1:]]) + 2
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 class Ranker:
