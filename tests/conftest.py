@@ -12,8 +12,12 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def data_root() -> Path:
-    """The real datasets (../shared/data beside the checkout, or $APPRANK_DATA_DIR). Never copied here."""
-    return Path(os.environ.get("APPRANK_DATA_DIR", REPO.parent / "shared" / "data"))
+    """The real datasets, never copied here: $APPRANK_DATA_DIR, else ``shared/data`` beside the checkout
+    or beside one of its parents (a CI clone may live deeper), else the workplace's /work/shared/data."""
+    if "APPRANK_DATA_DIR" in os.environ:
+        return Path(os.environ["APPRANK_DATA_DIR"])
+    candidates = [parent / "shared" / "data" for parent in REPO.parents] + [Path("/work/shared/data")]
+    return next((path for path in candidates if (path / "README.md").is_file()), candidates[0])
 
 
 def require(condition: bool, what: str) -> None:
