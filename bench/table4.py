@@ -164,13 +164,15 @@ def show(summary: dict[str, Any]) -> None:
 
 def compare(models: dict[str, Any], better: str, worse: str, metric: str) -> dict[str, Any]:
     """Does ``better`` beat ``worse`` on ``metric`` (higher AUC, lower logloss), and by how many
-    standard errors of the difference of the means (None with a single seed)."""
+    standard errors of the mean per-seed difference (paired: a seed is the same split and data order
+    for both models; None with fewer than 2 common seeds)."""
     a, b = models[better], models[worse]
     sign = 1.0 if metric == "auc" else -1.0
     diff = sign * (a[f"{metric}_mean"] - b[f"{metric}_mean"])
-    n_a, n_b = len(a["seeds"]), len(b["seeds"])
-    se = math.sqrt(a[f"{metric}_std"] ** 2 / n_a + b[f"{metric}_std"] ** 2 / n_b)
-    margin = diff / se if se > 0 else None
+    common = sorted(set(a["seeds"]) & set(b["seeds"]))
+    paired = [sign * (a["seeds"][s][metric] - b["seeds"][s][metric]) for s in common]
+    mean, std = mean_std(paired)
+    margin = mean / (std / math.sqrt(len(paired))) if len(paired) >= 2 and std > 0 else None
     return {
         "better": better, "worse": worse, "metric": metric, "margin": diff, "margin_se": margin,
         "holds": diff > 0, "clear": None if margin is None else margin >= 2.0,
@@ -218,7 +220,8 @@ def render_claims(claims: dict[str, list[dict[str, Any]]]) -> None:
 
 def _miss(comparison: dict[str, Any]) -> str:
     c = comparison
-    return f"{c['better']} vs {c['worse']} {c['metric']} {c['margin']:+.4f}"
+    se = "" if c["margin_se"] is None else f" ({c['margin_se']:+.1f} se)"
+    return f"{c['better']} vs {c['worse']} {c['metric']} {c['margin']:+.4f}{se}"
 
 
 def parse_args() -> argparse.Namespace:
