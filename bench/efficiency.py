@@ -142,7 +142,7 @@ def plot(times: dict[str, dict[str, float]], path: Path, title: str) -> None:
     ax.barh(names[::-1], [times[n]["relative_to_lr"] for n in names[::-1]], color="tab:green")
     ax.axvline(1.0, color="grey", linewidth=0.8)
     ax.set_xlabel("training time per epoch relative to LR")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title.replace(": ", ":\n", 1), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
