@@ -29,7 +29,7 @@ from service.rank_service import RankService
 from service.registry import ModelRegistry, SessionOptions
 from service.router import Router
 from service.routes import experiments, health, models
-from service.routes.rank import rank_router
+from service.routes.rank import rank_route, rank_router
 from service.served import NullSink, ServedListSink
 from service.settings import ServiceSettings
 from service.state import ServiceState
@@ -96,6 +96,7 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
     app.state.settings = settings
     request_doc = rank_request_doc(settings.max_candidates)
     _document_models(app, request_doc.pop("$defs", {}))
+    app.router.routes.append(rank_route())  # answers POST /rank; the next one only documents it
     app.include_router(rank_router(request_doc))
     app.include_router(models.router)
     app.include_router(experiments.router)

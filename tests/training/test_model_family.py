@@ -213,15 +213,3 @@ def test_learning_rate_decays_an_epoch_before_early_stopping(
     # stalls at epochs 3, 5, 6: a decay after each, stopped after two in a row (patience 2)
     assert [round(e.lr, 6) for e in history.epochs] == [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5]
     assert history.best_epoch == 4
-
-
-def test_overrides_do_not_leak_into_the_next_models_defaults() -> None:
-    # benches and tests build many configs in one process; --set used to write into MODEL_DEFAULTS
-    from training.config import ConfigError
-
-    assert load_config(None, ["optimizer.lr=0.5"], model="lr").optimizer.lr == 0.5
-    with pytest.raises(ConfigError, match="only available for model 'lr'"):
-        load_config(None, ["optimizer.name=ftrl"], model="fm")
-    fm = load_config(None, [], model="fm")
-    assert (fm.optimizer.name, fm.optimizer.lr) == ("adam", 0.01)
-    assert load_config(None, [], model="lr").optimizer.lr == 0.01
