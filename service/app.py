@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -85,10 +86,13 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
         # passes, which otherwise walk every loaded object and show up as /rank latency spikes.
         gc.collect()
         gc.freeze()
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(settings.gil_switch_interval_s)
         try:
             yield
         finally:
             gc.unfreeze()
+            sys.setswitchinterval(switch_interval)
             state.sync.stop()
             state.db.close()
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from operator import itemgetter
 from typing import Any
 
@@ -51,7 +51,7 @@ class RankService:
             raise UnavailableError(f"model {assignment.model!r} of arm {assignment.arm!r} is not loaded")
         objective = request.objective or assignment.objective
         ranking = self.ranker.rank(model, request, objective)
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         content = render(request_id, assignment, model, objective.value, request.app_ids, ranking)
         self.sink.submit(_served(request_id, assignment, model, objective.value, request, ranking))
         MODEL_INFERENCE.labels(model.name, model.version).observe(ranking.inference_s)
@@ -69,6 +69,17 @@ class RankService:
             known = ", ".join(sorted(self.router.experiments)) or "none"
             msg = f"unknown experiment {request.experiment!r} (known: {known})"
             raise RequestError.at(("body", "experiment"), msg, "unknown_experiment") from None
+
+
+def new_request_id() -> str:
+    """32 hex digits: milliseconds since the epoch (12), then 80 random bits (20), like a UUIDv7.
+
+    Time-ordered ids keep the event log's inserts at the end of its request_id indexes (served items,
+    events) instead of at random pages, which made each batch of served lists dirty a page per item
+    and slowed the writer (and, through the GIL, /rank) as the tables grew. 80 random bits keep ids
+    of the same millisecond, across workers and replicas, distinct.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def render(

@@ -1,9 +1,12 @@
-"""``top_order`` against a sort oracle: best score first, equal scores by app_id, any k."""
+"""``top_order`` against a sort oracle (best score first, equal scores by app_id, any k); request ids."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from service.rank_service import new_request_id
 from service.ranker import top_order
 
 
@@ -24,3 +27,14 @@ def test_top_order_equals_sorting_by_score_then_app_id() -> None:
 def test_distinct_scores_need_no_tie_break() -> None:
     score = np.array([0.1, 0.9, 0.5], dtype=np.float32)
     assert top_order(score, ["c", "b", "a"], 3).tolist() == [1, 2, 0]
+
+
+def test_request_ids_are_unique_and_ordered_by_time() -> None:
+    # time-ordered ids keep the event log's request_id indexes appending at their end
+    first = [new_request_id() for _ in range(2_000)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert len(set(first)) == len(first)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in first)
+    assert max(first) < later
+    assert abs(int(later[:12], 16) - time.time() * 1000) < 60_000
