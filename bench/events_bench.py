@@ -256,12 +256,16 @@ def show(ingest: dict[str, Any] | None, rank: list[dict[str, Any]]) -> None:
         )  # fmt: skip
         console.print(table)
     table = Table(title="/rank p50 at 1 connection: served-list logging off vs on (target <= 0.3 ms added)")
-    for column in ("candidates", "top_k", "off p50 (ms)", "on p50 (ms)", "added p50 (ms)", "on p99 (ms)"):
-        table.add_column(column, justify="right")
+    columns = ["candidates", "top_k", "off p50", "on p50", "added p50", "off p99", "on p99"]
+    columns += ["off req/s", "on req/s"]
+    for column in columns:
+        table.add_column(column + (" (ms)" if " p" in column else ""), justify="right")
     for row in rank:
+        off, on = row["off"], row["on"]
         table.add_row(
-            str(row["candidates"]), str(row["top_k"]), f"{row['off']['p50_ms']:.3f}",
-            f"{row['on']['p50_ms']:.3f}", f"{row['added_p50_ms']:+.3f}", f"{row['on']['p99_ms']:.3f}",
+            str(row["candidates"]), str(row["top_k"]), f"{off['p50_ms']:.3f}", f"{on['p50_ms']:.3f}",
+            f"{row['added_p50_ms']:+.3f}", f"{off['p99_ms']:.3f}", f"{on['p99_ms']:.3f}",
+            f"{off['rps']:,.0f}", f"{on['rps']:,.0f}",
         )  # fmt: skip
     console.print(table)
 

@@ -11,14 +11,16 @@ EVENT_COLUMNS = "event_id, type, request_id, app_id, user_id, ts, day, received_
 EVENT_WIDTH = 10
 _EVENT_VALUES = f"({', '.join('?' * EVENT_WIDTH)})"
 
-_INSERT_SERVED_LIST = (
+_INSERT_SERVED_LISTS = (
     "INSERT INTO {p}served_lists (request_id, ts, experiment, arm, bucket, model, version, objective, "
-    "user_id, user_json, context_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "user_id, user_json, context_json) VALUES {values} ON CONFLICT DO NOTHING"
 )
-_INSERT_SERVED_ITEM = (
+_INSERT_SERVED_ITEMS = (
     "INSERT INTO {p}served_items (request_id, position, app_id, ctr, bid, features_json) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "VALUES {values} ON CONFLICT DO NOTHING"
 )
+SERVED_LIST_WIDTH = 11
+SERVED_ITEM_WIDTH = 6
 _INSERT_EVENT_UNCHECKED = (
     f"INSERT INTO {{p}}events ({EVENT_COLUMNS}) VALUES {_EVENT_VALUES} ON CONFLICT DO NOTHING"
 )
@@ -106,8 +108,6 @@ class Queries:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.insert_served_list = _INSERT_SERVED_LIST.format(p=prefix)
-        self.insert_served_item = _INSERT_SERVED_ITEM.format(p=prefix)
         self.insert_event_unchecked = _INSERT_EVENT_UNCHECKED.format(p=prefix)
         self.upsert_user_day = _UPSERT_USER_DAY.format(p=prefix)
         self.clear_user_days = f"DELETE FROM {prefix}event_user_days"
@@ -118,6 +118,21 @@ class Queries:
         self.user_counts = _USER_COUNTS.format(p=prefix)
         self.purge = tuple((name, statement.format(p=prefix)) for name, statement in _PURGE)
         self._cache: dict[tuple[str, int], str] = {}
+
+    def insert_served_lists(self, rows: int) -> str:
+        """A multi-row insert of ``rows`` served lists."""
+        return self._multi_row("lists", _INSERT_SERVED_LISTS, SERVED_LIST_WIDTH, rows)
+
+    def insert_served_items(self, rows: int) -> str:
+        """A multi-row insert of ``rows`` served items (one SQL step for all: see ``write_served``)."""
+        return self._multi_row("items", _INSERT_SERVED_ITEMS, SERVED_ITEM_WIDTH, rows)
+
+    def _multi_row(self, name: str, template: str, width: int, rows: int) -> str:
+        key = (name, rows)
+        if key not in self._cache:
+            values = ", ".join([f"({', '.join('?' * width)})"] * rows)
+            self._cache[key] = template.format(p=self.prefix, values=values)
+        return self._cache[key]
 
     def insert_events_returning(self, rows: int) -> str:
         """A multi-row event insert returning the rows actually inserted (id, request, app, type)."""

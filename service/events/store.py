@@ -88,12 +88,22 @@ class SqlEventStore:
             item_rows.extend(items)
 
         def work(cursor: Cursor) -> int:
-            cursor.executemany(self.db.sql(self.q.insert_served_list), list_rows)
-            if item_rows:
-                cursor.executemany(self.db.sql(self.q.insert_served_item), item_rows)
+            # Multi-row statements, not executemany: the driver releases and retakes the GIL around
+            # every step, and with one step per item the writer (and /rank, through the GIL) crawled
+            # whenever the request thread was busy.
+            self._insert_many(cursor, self.q.insert_served_lists, list_rows)
+            self._insert_many(cursor, self.q.insert_served_items, item_rows)
             return len(item_rows)
 
         return self._transaction(work)
+
+    def _insert_many(
+        self, cursor: Cursor, statement: Callable[[int], str], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        step = self.max_rows_per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            cursor.execute(self.db.sql(statement(len(chunk))), [v for row in chunk for v in row])
 
     def record_events(self, batches: Sequence[Sequence[EventIn]], received_at: float) -> list[BatchOutcome]:
         """Check and insert several batches in one transaction (a group commit).

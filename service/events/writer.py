@@ -46,7 +46,7 @@ class ServedListWriter:
         max_queued_candidates: int = 500_000,
         flush_interval_s: float = 0.05,
         max_batch: int = 1_000,
-        nice: int = 0,
+        nice: int = 10,
     ) -> None:
         self._store = store
         self._counters = counters

@@ -48,6 +48,23 @@ def test_served_list_becomes_one_row_per_returned_item(store: SqlEventStore) -> 
     assert orjson.loads(listed[5]) == {"country": "Spain", "hour": 9}
 
 
+def test_a_batch_larger_than_one_statement_is_written_whole(store: SqlEventStore) -> None:
+    # rows go in multi-row statements of max_rows_per_statement: several statements, a partial last one
+    apps = [f"app{i}" for i in range(150)]
+    lists = [served_list(f"r{k}", app_ids=apps) for k in range(17)]
+    assert store.write_served(lists) == 17 * 150 > 2 * store.max_rows_per_statement
+    with store.db.read() as cursor:
+        cursor.execute(
+            f"SELECT request_id, COUNT(*), MIN(position), MAX(position) FROM "
+            f"{store.prefix}served_items GROUP BY request_id"
+        )
+        per_list = sorted(cursor.fetchall())
+        cursor.execute(f"SELECT COUNT(*) FROM {store.prefix}served_lists")
+        assert cursor.fetchone()[0] == 17
+    assert per_list == sorted((f"r{k}", 150, 1, 150) for k in range(17))
+    assert store.write_served(lists) == 17 * 150  # a resent batch is harmless (ON CONFLICT DO NOTHING)
+
+
 def test_valid_events_are_accepted_and_counted_by_arm(store: SqlEventStore) -> None:
     store.write_served([served_list("r1", arm="treatment")])
     (outcome,) = store.record_events(
