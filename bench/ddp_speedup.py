@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments_common import DEFAULT_OUT, FRAPPE, Run, machine, markdown_table, run_many, write_json
+from experiments_common import FRAPPE, Run, add_run_options, machine, markdown_table, run_many, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -103,10 +103,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30, help="at most this many (early stopping on)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per setting, interleaved")
     parser.add_argument("--tolerance", type=float, default=0.003, help="AUC agreement asked for")
-    parser.add_argument("--set", action="append", default=[], help="extra key=value for every run")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--no-resume", action="store_true", help="retrain runs that are already done")
-    parser.add_argument("--quick", action="store_true", help="30,000 rows, 2 epochs, [64,64]")
+    add_run_options(parser, quick="30,000 rows, 2 epochs, [64,64]")
     return parser.parse_args()
 
 

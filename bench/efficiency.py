@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments_common import (
-    DEFAULT_OUT,
     FRAPPE,
     MODELS,
     Run,
+    add_run_options,
     machine,
     markdown_table,
     mean_std,
@@ -154,12 +154,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per model (early stopping off)")
     parser.add_argument("--repeats", type=int, default=1, help="time each model N times, keep the fastest")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each run")
-    parser.add_argument("--set", action="append", default=[], help="extra key=value for every run")
     parser.add_argument("--from-table4", type=Path, default=None, help="reuse a Table IV JSON")
     parser.add_argument("--dataset", default="frappe", help="with --from-table4: which dataset's runs")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--no-resume", action="store_true", help="retrain runs that are already done")
-    parser.add_argument("--quick", action="store_true", help="20,000 rows, 2 epochs")
+    add_run_options(parser, quick="20,000 rows, 2 epochs")
     args = parser.parse_args()
     if args.quick:
         args.epochs = 2

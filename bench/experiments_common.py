@@ -8,6 +8,7 @@ recorded result is returned without training again.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -155,6 +156,20 @@ def run_many(
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(one, runs))
+
+
+def add_run_options(parser: argparse.ArgumentParser, quick: str) -> None:
+    """The options every offline bench shares; ``quick`` says what ``--quick`` shrinks the runs to."""
+    parser.add_argument("--set", action="append", default=[], help="extra key=value for every run")
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--no-resume", action="store_true", help="retrain runs that are already done")
+    parser.add_argument("--quick", action="store_true", help=quick)
+
+
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--threads`` (see ``threads_per_job``)."""
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads split among them)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all)")
 
 
 def threads_per_job(jobs: int, threads: int | None) -> int | None:

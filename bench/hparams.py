@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments_common import (
-    DEFAULT_OUT,
     FRAPPE,
     Run,
+    add_parallel_options,
+    add_run_options,
     machine,
     markdown_table,
     mean_std,
@@ -154,12 +155,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--axes", nargs="+", default=list(AXES), choices=list(AXES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
-    parser.add_argument("--set", action="append", default=[], help="extra key=value for every run")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads split among them)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all)")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--no-resume", action="store_true", help="retrain runs that are already done")
-    parser.add_argument("--quick", action="store_true", help="5,000 rows, 1 epoch, 2 values per axis")
+    add_run_options(parser, quick="5,000 rows, 1 epoch, 2 values per axis")
+    add_parallel_options(parser)
     return parser.parse_args()
 
 

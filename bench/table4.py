@@ -20,10 +20,11 @@ from typing import Any
 
 from experiments_common import (
     CRITEO,
-    DEFAULT_OUT,
     FRAPPE,
     MODELS,
     Run,
+    add_parallel_options,
+    add_run_options,
     has_deep_part,
     is_done,
     machine,
@@ -229,14 +230,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--tag", default="", help="suffix of the output folder (ablations)")
-    parser.add_argument("--set", action="append", default=[], help="extra key=value for every run")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads split among them)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all)")
-    parser.add_argument("--no-resume", action="store_true", help="retrain runs that are already done")
     parser.add_argument("--report-only", action="store_true", help="tabulate the finished runs, train none")
-    parser.add_argument("--quick", action="store_true", help="5,000 rows, 1 epoch, [32,32], first seed")
+    add_run_options(parser, quick="5,000 rows, 1 epoch, [32,32], first seed")
+    add_parallel_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.seeds = args.seeds[:1]

@@ -121,31 +121,24 @@ class Queries:
 
     def insert_served_lists(self, rows: int) -> str:
         """A multi-row insert of ``rows`` served lists."""
-        return self._multi_row("lists", _INSERT_SERVED_LISTS, SERVED_LIST_WIDTH, rows)
+        return self._multi_row(_INSERT_SERVED_LISTS, SERVED_LIST_WIDTH, rows)
 
     def insert_served_items(self, rows: int) -> str:
         """A multi-row insert of ``rows`` served items (one SQL step for all: see ``write_served``)."""
-        return self._multi_row("items", _INSERT_SERVED_ITEMS, SERVED_ITEM_WIDTH, rows)
-
-    def _multi_row(self, name: str, template: str, width: int, rows: int) -> str:
-        key = (name, rows)
-        if key not in self._cache:
-            values = ", ".join([f"({', '.join('?' * width)})"] * rows)
-            self._cache[key] = template.format(p=self.prefix, values=values)
-        return self._cache[key]
+        return self._multi_row(_INSERT_SERVED_ITEMS, SERVED_ITEM_WIDTH, rows)
 
     def insert_events_returning(self, rows: int) -> str:
         """A multi-row event insert returning the rows actually inserted (id, request, app, type)."""
-        key = ("insert", rows)
-        if key not in self._cache:
-            values = ", ".join([_EVENT_VALUES] * rows)
-            self._cache[key] = _INSERT_EVENTS_RETURNING.format(p=self.prefix, values=values)
-        return self._cache[key]
+        return self._multi_row(_INSERT_EVENTS_RETURNING, EVENT_WIDTH, rows)
 
     def served_refs(self, pairs: int) -> str:
         """The served list of each (request_id, app_id) pair, with the app_id when it was returned."""
-        key = ("refs", pairs)
+        return self._multi_row(_SERVED_REFS, 2, pairs)
+
+    def _multi_row(self, template: str, width: int, rows: int) -> str:
+        """``template`` with ``{values}`` as ``rows`` tuples of ``width`` placeholders (cached)."""
+        key = (template, rows)
         if key not in self._cache:
-            values = ", ".join(["(?, ?)"] * pairs)
-            self._cache[key] = _SERVED_REFS.format(p=self.prefix, values=values)
+            values = ", ".join([f"({', '.join('?' * width)})"] * rows)
+            self._cache[key] = template.format(p=self.prefix, values=values)
         return self._cache[key]

@@ -100,10 +100,18 @@ class SqlEventStore:
     def _insert_many(
         self, cursor: Cursor, statement: Callable[[int], str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
+        for _ in self._execute_chunks(cursor, statement, rows):
+            pass
+
+    def _execute_chunks(
+        self, cursor: Cursor, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
+    ) -> Iterator[Cursor]:
+        """Run ``statement(n)`` over ``rows`` in chunks of ``max_rows_per_statement``; yields after each."""
         step = self.max_rows_per_statement
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             cursor.execute(self.db.sql(statement(len(chunk))), [v for row in chunk for v in row])
+            yield cursor
 
     def record_events(self, batches: Sequence[Sequence[EventIn]], received_at: float) -> list[BatchOutcome]:
         """Check and insert several batches in one transaction (a group commit).
@@ -149,11 +157,8 @@ class SqlEventStore:
 
     def _served_refs(self, cursor: Cursor, pairs: Sequence[tuple[str, str]]) -> dict[str, ServedRef]:
         found: dict[str, tuple[str, str, str, float, set[str]]] = {}
-        step = self.max_rows_per_statement
-        for start in range(0, len(pairs), step):
-            chunk = pairs[start : start + step]
-            cursor.execute(self.db.sql(self.q.served_refs(len(chunk))), [v for pair in chunk for v in pair])
-            for request_id, user_id, experiment, arm, ts, app_id in cursor.fetchall():
+        for done in self._execute_chunks(cursor, self.q.served_refs, pairs):
+            for request_id, user_id, experiment, arm, ts, app_id in done.fetchall():
                 entry = found.setdefault(request_id, (user_id, experiment, arm, float(ts), set()))
                 if app_id is not None:
                     entry[4].add(app_id)
@@ -164,13 +169,8 @@ class SqlEventStore:
     ) -> set[tuple[str, str, str, str]]:
         """Insert event rows; the (event_id, request_id, app_id, type) of those actually inserted."""
         inserted: set[tuple[str, str, str, str]] = set()
-        step = self.max_rows_per_statement
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            cursor.execute(
-                self.db.sql(self.q.insert_events_returning(len(chunk))), [v for row in chunk for v in row]
-            )
-            inserted.update((str(a), str(b), str(c), str(d)) for a, b, c, d in cursor.fetchall())
+        for done in self._execute_chunks(cursor, self.q.insert_events_returning, rows):
+            inserted.update((str(a), str(b), str(c), str(d)) for a, b, c, d in done.fetchall())
         return inserted
 
     def insert_events_unchecked(self, rows: Sequence[tuple[Any, ...]]) -> None:
