@@ -7,7 +7,7 @@ identically:
 * categorical values become unicode strings, ``""`` meaning missing (``None``, ``NaN`` and ``""`` are
   missing); integers are written in decimal, integral floats as integers (``5.0`` -> ``"5"``), other
   floats in Python's shortest repr (``4.8`` -> ``"4.8"``), booleans as ``"true"``/``"false"``;
-* numeric values become float64, ``NaN`` meaning missing;
+* numeric values become float64, ``NaN`` meaning missing, booleans 1 and 0;
 * multi-valued values (a separated string, or a list) become a flat token array plus row lengths.
 """
 
@@ -113,6 +113,8 @@ def as_float(values: npt.ArrayLike) -> FloatArray:
     array = np.asarray(values)
     if array.dtype.kind in "iufb":
         return array.astype(np.float64)
+    if array.dtype.kind == "O":
+        array = _booleans_as_numbers(array)
     if array.dtype.kind in "OUS":
         text = as_category_strings(array)
         missing = text == ""
@@ -123,6 +125,15 @@ def as_float(values: npt.ArrayLike) -> FloatArray:
             bad = _first_non_number(filled)
             raise ValueError(f"not a number: {bad!r}") from None
     raise TypeError(f"cannot read a numeric column of dtype {array.dtype}")
+
+
+def _booleans_as_numbers(values: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """Booleans of an object column as 1.0 and 0.0, as in a boolean column (``as_float``)."""
+    flat = values.ravel().tolist()
+    if not {bool, np.bool_} & set(map(type, flat)):
+        return values
+    numbers = (float(v) if type(v) in (bool, np.bool_) else v for v in flat)
+    return np.fromiter(numbers, dtype=object, count=len(flat)).reshape(values.shape)
 
 
 def _first_non_number(text: StrArray) -> str:

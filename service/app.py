@@ -27,7 +27,7 @@ from service.experiment_store import ExperimentStore
 from service.experiments import ExperimentSpec
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.rank_service import RankService
-from service.registry import ModelRegistry, SessionOptions
+from service.registry import LoadOptions, ModelRegistry
 from service.router import Router
 from service.routes import experiments, health, models
 from service.routes.rank import rank_route, rank_router
@@ -46,8 +46,11 @@ def build_state(settings: ServiceSettings, sink: ServedListSink) -> ServiceState
     db = Database(settings.database_url)
     store = ExperimentStore(db, settings.table_prefix)
     store.migrate()
-    options = SessionOptions(
-        settings.ort_device, settings.ort_intra_op_threads, settings.ort_inter_op_threads
+    options = LoadOptions(
+        settings.ort_device,
+        settings.ort_intra_op_threads,
+        settings.ort_inter_op_threads,
+        settings.item_cache_size,
     )
     registry = ModelRegistry(settings.models_dir, options)
     router = Router(settings.default_experiment)

@@ -5,7 +5,8 @@ gathered into one column per field and encoded in one call per request. For cate
 encoder's vocabulary is compiled at load into a ``token -> index`` dict *by running the encoder itself on
 every vocabulary token*, so a column of strings is mapped by one C-level ``map(dict.get, ...)``; values
 that miss the dict (unknown tokens, numbers, booleans) are re-encoded by the encoder, so the result is
-always exactly ``encoder.transform``'s (``tests/service/test_encoding.py`` checks it).
+always exactly ``encoder.transform``'s (``tests/service/test_encoding.py`` checks it). With an
+``ItemCache``, only the candidates whose app or features are new to it are encoded at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from model.encoder import CategoricalState, FeatureEncoder, InputRole
 from model.schema import FeatureKind, FeatureSpec, Source
 from model.vocabulary import MISSING, OOV
 from service.errors import Loc, RequestError
-from service.metrics import FeatureStats
+from service.item_cache import ItemCache
+from service.metrics import ITEM_CACHE_LOOKUPS, FeatureStats
 from service.payload import RankRequest
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -38,7 +40,8 @@ def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
 class RequestEncoder:
     """Encodes the fields of a /rank request for one bundle's encoder."""
 
-    def __init__(self, encoder: FeatureEncoder) -> None:
+    def __init__(self, encoder: FeatureEncoder, item_cache_size: int = 0) -> None:
+        """``item_cache_size``: apps whose item encoding is kept (``ItemCache``); 0 keeps none."""
         self.encoder = encoder
         schema = encoder.schema
         self.shared = schema.by_source(Source.USER) + schema.by_source(Source.CONTEXT)
@@ -53,6 +56,19 @@ class RequestEncoder:
         }
         self.stats = FeatureStats(schema.names)
         self._position = {name: i for i, name in enumerate(schema.names)}
+        tokens = [f.name for f in self.items if f.kind is not FeatureKind.NUMERIC]
+        self.item_cache = ItemCache(item_cache_size, tokens) if item_cache_size > 0 else None
+        self._flushed = (0, 0)
+
+    def flush_metrics(self) -> None:
+        """Move the feature counts and the item cache's hits and misses into Prometheus."""
+        self.stats.flush()
+        cache = self.item_cache
+        if cache is not None:
+            hits, misses = cache.hits, cache.misses  # only the request thread writes them
+            ITEM_CACHE_LOOKUPS.labels("hit").inc(hits - self._flushed[0])
+            ITEM_CACHE_LOOKUPS.labels("miss").inc(misses - self._flushed[1])
+            self._flushed = (hits, misses)
 
     def _table(self, name: str, vocabulary: list[str]) -> dict[Any, int]:
         tokens = np.array([*vocabulary, ""], dtype=str)
@@ -99,22 +115,38 @@ class RequestEncoder:
         return out
 
     def _encode_items(self, request: RankRequest, n: int, counts: npt.NDArray[np.int64]) -> Arrays:
+        app_ids, features = request.app_ids, request.features
+        if self.item_cache is None:
+            out = self._encode_item_rows(app_ids, features, None)
+        else:
+
+            def encode_rows(rows: list[int]) -> Arrays:
+                subset = ([app_ids[i] for i in rows], [features[i] for i in rows])
+                return self._encode_item_rows(*subset, rows)
+
+            out = self.item_cache.encode(app_ids, features, encode_rows)
+        for name, encoded in out.items():
+            self._count(name, encoded, n, counts)
+        return out
+
+    def _encode_item_rows(
+        self, app_ids: list[str], features: list[dict[str, Any]], rows: list[int] | None
+    ) -> Arrays:
+        """Item inputs of some candidates; ``rows`` (None: all) are their positions, for error locations."""
         out: Arrays = {}
         slow: dict[str, npt.NDArray[Any]] = {}
         for spec in self.items:
             name = spec.name
-            defaults = request.app_ids if name == self.item_id_field else None
+            defaults = app_ids if name == self.item_id_field else None
             table = self.tables.get(name)
             if table is not None:
-                out[name] = self._lookup(spec, table, request.features, defaults)
+                out[name] = self._lookup(spec, table, features, defaults, rows)
             else:
-                column = list(_values(request.features, name, defaults))
-                _check_types(column, spec, _item_locator(name, None))
+                column = list(_values(features, name, defaults))
+                _check_types(column, spec, _item_locator(name, rows))
                 slow[name] = _objects(column)
         if slow:
-            out.update(self._transform(slow, n, _item_loc))
-        for name, encoded in out.items():
-            self._count(name, encoded, n, counts)
+            out.update(self._transform(slow, len(features), lambda name, k: _item_loc(name, _at(rows, k))))
         return out
 
     def schema_field(self, name: str) -> FeatureSpec:
@@ -126,23 +158,27 @@ class RequestEncoder:
         table: Mapping[Any, int],
         features: list[dict[str, Any]],
         defaults: list[str] | None,
+        rows: list[int] | None,
     ) -> npt.NDArray[np.int64]:
-        """Codes of one categorical item column through the compiled table; misses go through the encoder."""
+        """Codes of one categorical item column through the compiled table; misses go through the encoder.
+
+        ``rows`` are the candidates' positions in the request (None: the candidates are all of them).
+        """
         n = len(features)
         try:
             codes = np.fromiter(
                 map(table.get, _values(features, spec.name, defaults), repeat(OOV)), np.int64, n
             )
         except TypeError:  # an unhashable value (object or list): find it and say where
-            _check_types(list(_values(features, spec.name, defaults)), spec, _item_locator(spec.name, None))
+            _check_types(list(_values(features, spec.name, defaults)), spec, _item_locator(spec.name, rows))
             raise
         misses = np.flatnonzero(codes == OOV)
         if misses.size:
-            rows = misses.tolist()
+            local = misses.tolist()
             values = list(
-                _values([features[i] for i in rows], spec.name, defaults and [defaults[i] for i in rows])
+                _values([features[i] for i in local], spec.name, defaults and [defaults[i] for i in local])
             )
-            _check_types(values, spec, _item_locator(spec.name, rows))
+            _check_types(values, spec, _item_locator(spec.name, [_at(rows, k) for k in local]))
             codes[misses] = self.encoder.transform({spec.name: _objects(values)}, len(values))[spec.name]
         return codes
 
@@ -195,9 +231,14 @@ def _item_locator(name: str, rows: Sequence[int] | None) -> Callable[[int], Loc]
     """Where value ``k`` of a column sits; ``rows`` maps k to the candidate when values are a subset."""
 
     def loc(k: int) -> Loc:
-        return _item_loc(name, k if rows is None else rows[k])
+        return _item_loc(name, _at(rows, k))
 
     return loc
+
+
+def _at(rows: Sequence[int] | None, k: int) -> int:
+    """The request position of the k-th candidate of a subset (``rows``; None: the whole request)."""
+    return k if rows is None else rows[k]
 
 
 def _item_loc(name: str, row: int) -> Loc:

@@ -66,6 +66,9 @@ RANK_CANDIDATES = Histogram("apprank_rank_candidates", "Candidates per request."
 FEATURE_VALUES = Counter("apprank_feature_values", "Feature values encoded.", ["feature"])
 FEATURE_OOV = Counter("apprank_feature_oov", "Out-of-vocabulary feature values.", ["feature"])
 FEATURE_MISSING = Counter("apprank_feature_missing", "Missing feature values.", ["feature"])
+ITEM_CACHE_LOOKUPS = Counter(
+    "apprank_item_cache_lookups", "Candidates looked up in the item encoding cache.", ["result"]
+)
 MODEL_LOADED = Gauge(
     "apprank_model_loaded",
     "1 while a model version is loaded.",

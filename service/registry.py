@@ -34,15 +34,16 @@ _ORT_TYPES = {
 
 
 @dataclass(frozen=True)
-class SessionOptions:
-    """How ONNX Runtime sessions are made."""
+class LoadOptions:
+    """How bundles are loaded: their ONNX Runtime sessions, and their request encoder's item cache."""
 
     device: str = "auto"
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    item_cache_size: int = 0
 
 
-def make_session(path: Path, options: SessionOptions) -> Any:
+def make_session(path: Path, options: LoadOptions) -> Any:
     """An ONNX Runtime session: CUDA when asked for or available (``auto``), CPU otherwise."""
     import onnxruntime as ort
 
@@ -80,7 +81,7 @@ class LoadedModel:
         return out
 
 
-def load_model(name: str, path: Path, options: SessionOptions) -> LoadedModel:
+def load_model(name: str, path: Path, options: LoadOptions) -> LoadedModel:
     """Read, verify and warm up one bundle.
 
     Raises:
@@ -94,7 +95,8 @@ def load_model(name: str, path: Path, options: SessionOptions) -> LoadedModel:
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for corrupt graphs
         raise BundleError(f"{bundle.onnx_path}: ONNX Runtime cannot load it: {error}") from None
     _check_io(bundle, session)
-    model = LoadedModel(name, bundle, session, RequestEncoder(bundle.encoder), datetime.now(UTC))
+    encoder = RequestEncoder(bundle.encoder, options.item_cache_size)
+    model = LoadedModel(name, bundle, session, encoder, datetime.now(UTC))
     _warm_up(model)
     return model
 
@@ -135,7 +137,7 @@ class ReloadReport:
 class ModelRegistry:
     """The models a worker serves, by name (the bundle's subdirectory name under ``models_dir``)."""
 
-    def __init__(self, models_dir: Path, options: SessionOptions) -> None:
+    def __init__(self, models_dir: Path, options: LoadOptions) -> None:
         self.models_dir = models_dir
         self.options = options
         self.models: Mapping[str, LoadedModel] = {}
@@ -208,7 +210,7 @@ class ModelRegistry:
     def _publish(old: Mapping[str, LoadedModel], new: Mapping[str, LoadedModel]) -> None:
         for name, model in old.items():
             if new.get(name) is not model:
-                model.encoder.stats.flush()
+                model.encoder.flush_metrics()
                 MODEL_LOADED.labels(name, model.version).set(0)
         for name, model in new.items():
             MODEL_LOADED.labels(name, model.version).set(1)

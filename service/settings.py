@@ -27,6 +27,9 @@ class ServiceSettings(BaseSettings):
         default_model: model served when no experiment applies (default: the first model by name).
         ort_device: ``auto`` uses CUDA when onnxruntime-gpu sees a GPU, else CPU.
         ort_intra_op_threads, ort_inter_op_threads: ONNX Runtime thread pools (1 suits one process per core).
+        item_cache_size: apps per model and worker whose encoded item features are kept, so that a
+            candidate seen before with the same features is not encoded again (``ItemCache``; 0: off).
+            About 1 KB per app.
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
         event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
@@ -53,6 +56,7 @@ class ServiceSettings(BaseSettings):
     ort_device: Literal["auto", "cpu", "cuda"] = "auto"
     ort_intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
     ort_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    item_cache_size: Annotated[int, Field(ge=0, le=10_000_000)] = 50_000
     sync_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
     experiments_file: Path | None = None
     event_log: bool = True

@@ -65,7 +65,7 @@ class StoreSync:
             log.info("models reloaded on request of another worker: %s", report)
         self._seen = generations
         for model in self.registry.models.values():
-            model.encoder.stats.flush()
+            model.encoder.flush_metrics()
 
     def start(self) -> None:
         """Poll once now, then in a daemon thread."""
@@ -85,4 +85,4 @@ class StoreSync:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         for model in self.registry.models.values():
-            model.encoder.stats.flush()
+            model.encoder.flush_metrics()

@@ -10,7 +10,7 @@ import pytest
 
 from model.encoder import FeatureEncoder
 from model.fitting import fit_encoder
-from model.schema import FeatureSchema
+from model.schema import FeatureSchema, Source
 from service.encoding import RequestEncoder
 from service.errors import RequestError
 from service.payload import parse_rank_request
@@ -134,3 +134,89 @@ def test_bad_user_value_names_the_user_field(encoder: FeatureEncoder) -> None:
     with pytest.raises(RequestError) as raised:
         RequestEncoder(encoder).encode(request([{"app_id": "i1"}], {"age": "old"}, {}))
     assert list(raised.value.issues[0].loc) == ["body", "user", "age"]
+
+
+def expected_inputs(encoder: FeatureEncoder, body_candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """``encoder.transform`` on the raw columns of candidates with no user or context features."""
+    n = len(body_candidates)
+    raw: dict[str, list[Any]] = {"user": ["3"] * n}
+    for spec in SCHEMA.by_source(Source.ITEM):
+        default = [c["app_id"] if spec.name == "item" else None for c in body_candidates]
+        raw[spec.name] = [
+            (c.get("features") or {}).get(spec.name, d) for c, d in zip(body_candidates, default, strict=True)
+        ]
+    columns = {name: np.fromiter(values, dtype=object, count=n) for name, values in raw.items()}
+    return encoder.transform(columns, n)
+
+
+def assert_same_inputs(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert set(actual) == set(expected)
+    for name, array in expected.items():
+        assert actual[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(actual[name], array, err_msg=name)
+
+
+def test_item_cache_gives_the_encoders_inputs_on_hits_misses_and_changes(encoder: FeatureEncoder) -> None:
+    cached = RequestEncoder(encoder, item_cache_size=100)
+    first: list[dict[str, Any]] = [
+        {"app_id": "i1", "features": {"size": "5", "price": 1.5, "rating": 3, "genres": "x|y"}},
+        {"app_id": "i2", "features": {"size": "10", "price": True}},
+        {"app_id": "i3", "features": {"size": 5}},  # a number in a token field: never cached
+        {"app_id": "zz", "features": {"genres": ["y", "q"]}},  # a list in a token field: never cached
+        {"app_id": "i4"},
+        {"app_id": "i5", "features": {"size": True}},  # True == 1, but "true" and "1" are other tokens
+    ]
+    for _ in range(2):
+        assert_same_inputs(cached.encode(request(first, {}, {})), expected_inputs(encoder, first))
+    assert cached.item_cache is not None and len(cached.item_cache) == 3  # i1, i2, i4
+    assert (cached.item_cache.hits, cached.item_cache.misses) == (3, 9)
+    changed = [
+        {"app_id": "i4", "features": {"size": "4.8"}},  # features changed: a miss, the row replaced
+        {"app_id": "i2", "features": {"size": "10", "price": 1}},  # 1 == True: a hit, and 1.0 either way
+        {"app_id": "i1", "features": {"size": "5", "price": 1.5, "rating": 3, "genres": "x|y", "new": 1}},
+        {"app_id": "i9", "features": {"size": "true", "item": "i3"}},
+        {"app_id": "i5", "features": {"size": 1}},
+    ]
+    for _ in range(2):
+        assert_same_inputs(cached.encode(request(changed, {}, {})), expected_inputs(encoder, changed))
+    assert len(cached.item_cache) == 4
+    assert (cached.item_cache.hits, cached.item_cache.misses) == (3 + 1 + 4, 9 + 4 + 1)
+
+
+def test_item_cache_is_bounded(encoder: FeatureEncoder) -> None:
+    cached = RequestEncoder(encoder, item_cache_size=3)
+    apps = [{"app_id": f"i{k}", "features": {"size": str(k), "price": k}} for k in range(8)]
+    for start in (0, 2, 5, 0):
+        window = apps[start : start + 3]
+        assert_same_inputs(cached.encode(request(window, {}, {})), expected_inputs(encoder, window))
+        assert cached.item_cache is not None and len(cached.item_cache) <= 3
+
+
+@pytest.mark.parametrize(
+    ("features", "loc", "message"),
+    [
+        ({"price": "cheap"}, ["body", "candidates", 2, "features", "price"], "not a number: 'cheap'"),
+        ({"size": {"a": 1}}, ["body", "candidates", 2, "features", "size"], "must be a string, number"),
+        ({"size": "7", "genres": [[1]]}, ["body", "candidates", 2, "features", "genres"], "must be a scalar"),
+    ],
+)
+def test_item_cache_misses_name_their_candidate(
+    encoder: FeatureEncoder, features: dict[str, Any], loc: list[Any], message: str
+) -> None:
+    cached = RequestEncoder(encoder, item_cache_size=100)
+    known = [{"app_id": "i1", "features": {"size": "5"}}, {"app_id": "i2", "features": {}}]
+    cached.encode(request(known, {}, {}))
+    with pytest.raises(RequestError) as raised:
+        cached.encode(request([*known, {"app_id": "i3", "features": features}], {}, {}))
+    issue = raised.value.issues[0]
+    assert list(issue.loc) == loc and message in issue.msg
+
+
+def test_item_cache_keeps_the_feature_counts(encoder: FeatureEncoder) -> None:
+    candidates = [{"app_id": "i1", "features": {"size": "nope"}}, {"app_id": "zzz", "features": {}}]
+    plain, cached = RequestEncoder(encoder), RequestEncoder(encoder, item_cache_size=100)
+    for _ in range(3):
+        plain.encode(request(candidates, {}, {}))
+        cached.encode(request(candidates, {}, {}))
+    assert cached.item_cache is not None and cached.item_cache.hits == 4
+    np.testing.assert_array_equal(cached.stats._counts, plain.stats._counts)  # noqa: SLF001

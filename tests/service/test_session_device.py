@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from model.bundle import BundleError
-from service.registry import SessionOptions, make_session
+from service.registry import LoadOptions, make_session
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -18,12 +18,12 @@ def onnx_path(models_dir: Path) -> Path:
 
 
 def test_cpu_is_always_cpu(models_dir: Path) -> None:
-    session = make_session(onnx_path(models_dir), SessionOptions("cpu", 1, 1))
+    session = make_session(onnx_path(models_dir), LoadOptions("cpu", 1, 1))
     assert session.get_providers() == ["CPUExecutionProvider"]
 
 
 def test_auto_takes_cuda_exactly_when_onnxruntime_offers_it(models_dir: Path) -> None:
-    session = make_session(onnx_path(models_dir), SessionOptions("auto", 1, 1))
+    session = make_session(onnx_path(models_dir), LoadOptions("auto", 1, 1))
     expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if HAS_CUDA else ["CPUExecutionProvider"]
     assert session.get_providers() == expected
 
@@ -31,4 +31,4 @@ def test_auto_takes_cuda_exactly_when_onnxruntime_offers_it(models_dir: Path) ->
 @pytest.mark.skipif(HAS_CUDA, reason="onnxruntime here has the CUDA provider")
 def test_asking_for_cuda_without_it_is_a_clear_error(models_dir: Path) -> None:
     with pytest.raises(BundleError, match="CUDAExecutionProvider"):
-        make_session(onnx_path(models_dir), SessionOptions("cuda", 1, 1))
+        make_session(onnx_path(models_dir), LoadOptions("cuda", 1, 1))

@@ -1,0 +1,117 @@
+"""The encoded item fields of recently ranked apps, so that a known candidate costs no encoding.
+
+An app store ranks candidates drawn from one catalogue: the same app, with the same item features,
+comes back request after request. Encoding a candidate's item fields costs a hash and a dict lookup
+per field, and every string in a fresh request body is a new object whose hash must be computed;
+at 1,000 candidates and 8 item fields that is about 0.4 ms of the service's own time.
+
+``ItemCache`` keeps, per app_id, the features dict it last encoded and that encoding (one row of a
+``[capacity, ...]`` array per model input). A candidate is a hit only when its features dict equals
+the cached one (``dict ==``, compared in C: same keys, equal values), so a hit is served exactly the
+encoding a miss would get; misses are encoded by the caller and stored. Dict equality treats ``1``,
+``1.0`` and ``True`` as equal, so a row is stored only when that cannot matter: the values of
+categorical (token) fields must be strings or null, whose equality is exact; numeric fields read
+equal numbers as the same float (booleans as 0 and 1).
+
+It is bounded: when ``capacity`` apps are cached, the next new app empties it and filling starts
+over (one request's misses then pay the encoding again). One cache belongs to one bundle's request
+encoder, so a reload starts a new one; it is used from the event loop's thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from itertools import compress, repeat
+from operator import eq, not_
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Arrays = dict[str, npt.NDArray[Any]]
+_TOKEN_TYPES = (str, type(None))
+_FIRST_ROWS = 1_024
+
+
+class ItemCache:
+    """Item-field encodings by app_id, valid while the app's features dict stays the same."""
+
+    def __init__(self, capacity: int, token_fields: Collection[str]) -> None:
+        """``token_fields``: the item fields read as tokens (categorical, hashed, multi-valued)."""
+        self.capacity = capacity
+        self.token_fields = frozenset(token_fields)
+        self.hits = 0
+        self.misses = 0
+        self._features: dict[str, dict[str, Any]] = {}
+        self._rows: dict[str, int] = {}
+        self._columns: Arrays = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def encode(
+        self,
+        app_ids: Sequence[str],
+        features: Sequence[dict[str, Any]],
+        encode_rows: Callable[[list[int]], Arrays],
+    ) -> Arrays:
+        """The item inputs of every candidate: cached rows for hits, ``encode_rows(misses)`` for the rest.
+
+        ``encode_rows`` gets the positions of the candidates to encode and returns their inputs in
+        that order (it raises for bad values, naming the candidate by its position).
+        """
+        n = len(app_ids)
+        hit = list(map(eq, map(self._features.get, app_ids), features))  # in C: no Python call per app
+        rows = np.fromiter(map(self._rows.get, app_ids, repeat(0)), np.int64, n)
+        if all(hit):
+            self.hits += n
+            return {name: column[rows] for name, column in self._columns.items()}
+        missed = list(compress(range(n), map(not_, hit)))
+        fresh = encode_rows(missed)
+        self.hits += n - len(missed)
+        self.misses += len(missed)
+        if len(missed) == n:
+            out = fresh
+        else:
+            out = {name: column[rows] for name, column in self._columns.items()}
+            for name, values in fresh.items():
+                out[name][missed] = values
+        self._store([app_ids[i] for i in missed], [features[i] for i in missed], fresh)
+        return out
+
+    def _store(self, app_ids: list[str], features: list[dict[str, Any]], encoded: Arrays) -> None:
+        for k, (app_id, values) in enumerate(zip(app_ids, features, strict=True)):
+            if not self._cacheable(values):
+                continue
+            row = self._rows.get(app_id)
+            if row is None:
+                if self._size == self.capacity:
+                    self.clear()
+                row = self._size
+                self._grow(encoded, row + 1)
+                self._size += 1
+                self._rows[app_id] = row
+            self._features[app_id] = dict(values)
+            for name, column in encoded.items():
+                self._columns[name][row] = column[k]
+
+    def _cacheable(self, values: dict[str, Any]) -> bool:
+        return all(type(values.get(name)) in _TOKEN_TYPES for name in self.token_fields)
+
+    def _grow(self, like: Arrays, rows: int) -> None:
+        current = next(iter(self._columns.values())).shape[0] if self._columns else 0
+        if rows <= current:
+            return
+        size = min(self.capacity, max(_FIRST_ROWS, 2 * current))
+        for name, column in like.items():
+            grown = np.zeros((size, *column.shape[1:]), dtype=column.dtype)
+            if name in self._columns:
+                grown[:current] = self._columns[name]
+            self._columns[name] = grown
+
+    def clear(self) -> None:
+        """Forget every app (the arrays are kept for the next fill)."""
+        self._features.clear()
+        self._rows.clear()
+        self._size = 0
