@@ -89,12 +89,13 @@ def prelog_served_lists(work: Path, lists: int) -> None:
     now = time.time()
     ctr = np.linspace(0.2, 0.1, ITEMS).astype(np.float32)
     order = np.arange(ITEMS, dtype=np.int64)
-    items = [{"app_id": f"a{i}", "features": {"cost": "free"}} for i in range(ITEMS)]
+    app_ids = [f"a{i}" for i in range(ITEMS)]
+    features = [{"cost": "free"}] * ITEMS
     for start in range(0, lists, 5_000):
         batch = [
             ServedList(
                 f"r{r}", now, "default", "control", 0, "lr", "20260101.000000", "ctr", f"u{r % 1000}", {},
-                {"daytime": "morning"}, items, order, ctr,
+                {"daytime": "morning"}, app_ids, None, features, order, ctr,
             )
             for r in range(start, min(lists, start + 5_000))
         ]  # fmt: skip

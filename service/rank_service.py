@@ -131,7 +131,9 @@ def _served(
         user_id=request.user_id,
         user=request.user,
         context=request.context,
-        candidates=request.candidates,
+        app_ids=request.app_ids,
+        bids=request.bids,
+        features=request.features,
         order=ranking.order,
         ctr=ranking.ctr,
     )

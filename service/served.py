@@ -1,8 +1,8 @@
 """What /rank hands to the event log: the served list, cheap to build on the hot path.
 
-``/rank`` builds one ``ServedList`` per response from objects it already has (the parsed candidates, the
-order and the CTR array) and calls ``ServedListSink.submit``, which must never block: the event log
-materializes rows (one per returned item, with its raw features) in a background writer.
+``/rank`` builds one ``ServedList`` per response from objects it already has (the parsed candidate
+columns, the order and the CTR array) and calls ``ServedListSink.submit``, which must never block: the
+event log materializes rows (one per returned item, with its raw features) in a background writer.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ class ServedList:
         objective: ``ctr`` or ``ctr_bid``.
         user_id: the request's user_id.
         user, context: the raw user and context feature objects of the request.
-        candidates: the request's candidates as parsed, each a mapping with ``app_id``, optional
-            ``bid`` and ``features`` (raw item features).
-        order: indices into ``candidates`` of the returned items, best first (length = top_k).
-        ctr: predicted CTR of every candidate (indexed like ``candidates``), float32.
+        app_ids: the candidates' app_ids, in request order.
+        bids: the candidates' bids (NaN where absent), or None when no candidate has one.
+        features: the candidates' raw item feature objects (``{}`` where absent).
+        order: indices into the candidates of the returned items, best first (length = top_k).
+        ctr: predicted CTR of every candidate (request order), float32.
     """
 
     request_id: str
@@ -44,7 +45,9 @@ class ServedList:
     user_id: str
     user: Mapping[str, Any]
     context: Mapping[str, Any]
-    candidates: Sequence[Mapping[str, Any]]
+    app_ids: Sequence[str]
+    bids: npt.NDArray[np.float64] | None
+    features: Sequence[Mapping[str, Any]]
     order: npt.NDArray[np.int64]
     ctr: npt.NDArray[np.float32]
 

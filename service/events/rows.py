@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,18 +42,16 @@ def served_rows(served: ServedList) -> tuple[tuple[Any, ...], list[tuple[Any, ..
     order = [int(i) for i in served.order]
     ctrs = served.ctr[served.order].astype(float).tolist() if order else []
     items: list[tuple[Any, ...]] = []
-    for position, (index, ctr) in enumerate(zip(order, ctrs, strict=True), start=1):
-        candidate = served.candidates[index]
-        bid = candidate.get("bid")
-        features = candidate.get("features") or {}
+    bids = served.bids[served.order].tolist() if served.bids is not None else [math.nan] * len(order)
+    for position, (index, ctr, bid) in enumerate(zip(order, ctrs, bids, strict=True), start=1):
         items.append(
             (
                 served.request_id,
                 position,
-                str(candidate["app_id"]),
+                str(served.app_ids[index]),
                 ctr,
-                None if bid is None else float(bid),
-                dump_json(features),
+                None if math.isnan(bid) else bid,
+                dump_json(served.features[index]),
             )
         )
     return list_row, items

@@ -76,7 +76,7 @@ class ServedListWriter:
 
     def submit(self, served: ServedList) -> None:
         """Queue a served list; drops it (and counts the drop) when the queue is full. Never blocks."""
-        candidates = len(served.candidates)
+        candidates = len(served.app_ids)
         if (
             self._stopping
             or len(self._queue) >= self._max_queue
@@ -169,7 +169,7 @@ class ServedListWriter:
             finally:
                 for served in batch:
                     self._pending_ids.discard(served.request_id)
-                self._candidates_out += sum(len(served.candidates) for served in batch)
+                self._candidates_out += sum(len(served.app_ids) for served in batch)
                 with self._idle:
                     self._writing = False
                     self._idle.notify_all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,6 @@ def frappe_served(request: int, user: int, ts: float) -> ServedList:
         name: values[(request + i) % len(values)] for i, (name, values) in enumerate(CONTEXT_VALUES.items())
     }
     apps = [(request * 7 + k) % 40 for k in range(5)]
-    candidates = [{"app_id": f"a{app}", "features": item_features(app)} for app in apps]
     return ServedList(
         request_id=f"r{request}",
         ts=ts,
@@ -50,7 +50,9 @@ def frappe_served(request: int, user: int, ts: float) -> ServedList:
         user_id=str(user),
         user={},  # the schema's user_id_field ("user") is filled from user_id, as /rank does
         context=context,
-        candidates=candidates,
+        app_ids=[f"a{app}" for app in apps],
+        bids=None,
+        features=[item_features(app) for app in apps],
         order=np.arange(3, dtype=np.int64),
         ctr=np.full(5, 0.1, dtype=np.float32),
     )
@@ -64,14 +66,13 @@ def log_frappe_traffic(store: SqlEventStore, requests: int = 240) -> dict[tuple[
     labels: dict[tuple[str, str], int] = {}
     for s in served:
         for position, index in enumerate(s.order.tolist()):
-            candidate = s.candidates[index]
-            app, request = str(candidate["app_id"]), s.request_id
+            app, request = s.app_ids[index], s.request_id
             events.append(
                 event_in(
                     len(events), request_id=request, app_id=app, user_id=s.user_id, ts=s.ts + 0.1 * position
                 )
             )
-            labels[(request, app)] = int(candidate["features"]["cost"] == "paid")
+            labels[(request, app)] = int(s.features[index]["cost"] == "paid")
             if labels[(request, app)]:
                 events.append(event_in(len(events), "download", request, app, user_id=s.user_id, ts=s.ts + 2))
     store.write_served(served)
@@ -144,14 +145,12 @@ def test_multi_valued_and_numeric_fields_are_written_canonically(
         }
     )
     ts = time.time() - 60
-    candidates = [
-        {"app_id": "x1", "features": {"rating": 4.5}},
-        {"app_id": "x2", "features": {"rating": None}},
-    ]
+    features: list[dict[str, Any]] = [{"rating": 4.5}, {"rating": None}]
     user, context = {"installed": ["maps", 3, True]}, {"hour": 9, "premium": 1.0}
     served = ServedList(
         request_id="m1", ts=ts, experiment="exp", arm="control", bucket=1, model="custom", version="1",
-        objective="ctr", user_id="7", user=user, context=context, candidates=candidates,
+        objective="ctr", user_id="7", user=user, context=context, app_ids=["x1", "x2"], bids=None,
+        features=features,
         order=np.array([0, 1]), ctr=np.array([0.2, 0.1], dtype=np.float32),
     )  # fmt: skip
     store.write_served([served])

@@ -97,9 +97,8 @@ def served_list(
     n = len(app_ids)
     ctr = np.linspace(0.1, 0.1 + 0.01 * (n - 1), n).astype(np.float32)
     order = np.argsort(-ctr, kind="stable")[: top_k or n].astype(np.int64)
-    candidates: list[dict[str, Any]] = [
-        {"app_id": app, "bid": 1.0 + i, "features": {"category": f"cat{i % 2}", "rating": 4.0 + i / 10}}
-        for i, app in enumerate(app_ids)
+    features: list[dict[str, Any]] = [
+        {"category": f"cat{i % 2}", "rating": 4.0 + i / 10} for i in range(len(app_ids))
     ]
     return ServedList(
         request_id=request_id,
@@ -113,7 +112,9 @@ def served_list(
         user_id=user_id,
         user={"user_id": user_id, "installed": ["x", "y"]},
         context={"country": "Spain", "hour": 9},
-        candidates=candidates,
+        app_ids=list(app_ids),
+        bids=1.0 + np.arange(len(app_ids), dtype=np.float64),
+        features=features,
         order=order,
         ctr=ctr,
     )

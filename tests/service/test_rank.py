@@ -100,7 +100,7 @@ def test_served_list_is_submitted_with_what_was_served(client: TestClient, sink:
         "default", answer["arm"], answer["model"], answer["version"]
     )  # fmt: skip
     assert 0 <= served.bucket < 10_000 and served.user_id == "3" and served.objective == "ctr"
-    assert [served.candidates[i]["app_id"] for i in served.order] == [i["app_id"] for i in answer["items"]]
+    assert [served.app_ids[i] for i in served.order] == [i["app_id"] for i in answer["items"]]
     assert served.ctr.shape == (6,) and served.ctr.dtype == np.float32
     assert dict(served.context) == body["context"]
 
