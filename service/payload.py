@@ -60,24 +60,25 @@ class RankRequest:
 
 
 _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Scalar = str | _Int | float | bool | None
 _Features = dict[str, _Scalar | list[_Scalar]]
 
 
 class _Candidate(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    app_id: str
+    app_id: _Id
     bid: float | None = None
     features: _Features = {}
 
 
 class _Body(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    user_id: str
+    user_id: _Id
     candidates: list[_Candidate]
     user: _Features = {}
     context: _Features = {}
     objective: str | None = None
     top_k: _Int | None = None
-    experiment: str | None = None
+    experiment: _Id | None = None
 
 
 _DECODER = msgspec.json.Decoder(_Body)
@@ -106,15 +107,12 @@ def _fast_path(body: bytes, max_candidates: int) -> RankRequest | None:
     objective = None if data.objective is None else _OBJECTIVES.get(data.objective)
     if (
         not 0 < n <= max_candidates
-        or not 0 < len(data.user_id) <= MAX_ID_LENGTH
-        or (data.experiment is not None and not 0 < len(data.experiment) <= MAX_ID_LENGTH)
         or (objective is None and data.objective is not None)
         or (data.top_k is not None and data.top_k < 1)
     ):
         return None
     app_ids: list[str] = list(map(_APP_ID, candidates))
-    unique = set(app_ids)
-    if len(unique) != n or "" in unique or max(map(len, app_ids)) > MAX_ID_LENGTH:
+    if len(set(app_ids)) != n:  # the hashes computed here are cached in the strings, for the encoder
         return None
     raw_bids = list(map(_BID, candidates))
     bids = None

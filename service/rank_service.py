@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import time
 from operator import itemgetter
-from typing import Any
 
-import orjson
+import msgspec
 
 from service.errors import RequestError, UnavailableError
 from service.metrics import MODEL_INFERENCE, RANK_CANDIDATES, RANK_DURATION
@@ -82,6 +81,26 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
+class _Item(msgspec.Struct, gc=False):
+    app_id: str
+    ctr: float
+    score: float
+    position: int
+
+
+class _Response(msgspec.Struct, gc=False):
+    request_id: str
+    experiment: str
+    arm: str
+    model: str
+    version: str
+    objective: str
+    items: list[_Item]
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
 def render(
     request_id: str,
     assignment: Assignment,
@@ -90,25 +109,17 @@ def render(
     app_ids: list[str],
     ranking: Ranking,
 ) -> bytes:
-    """The response JSON: identity of what served, then the items best first."""
+    """The response JSON: identity of what served, then the items best first (msgspec structs: one C
+    call builds each item, cheaper than a dict)."""
     order = ranking.order.tolist()
     ids = [app_ids[order[0]]] if len(order) == 1 else list(itemgetter(*order)(app_ids))
     ctrs = ranking.ctr[ranking.order].tolist()
     scores = ctrs if ranking.score is ranking.ctr else ranking.score[ranking.order].tolist()
-    items = [
-        {"app_id": a, "ctr": c, "score": s, "position": p}
-        for p, a, c, s in zip(range(1, len(ids) + 1), ids, ctrs, scores, strict=True)
-    ]
-    response: dict[str, Any] = {
-        "request_id": request_id,
-        "experiment": assignment.experiment,
-        "arm": assignment.arm,
-        "model": model.name,
-        "version": model.version,
-        "objective": objective,
-        "items": items,
-    }
-    return orjson.dumps(response)
+    items = list(map(_Item, ids, ctrs, scores, range(1, len(ids) + 1)))
+    response = _Response(
+        request_id, assignment.experiment, assignment.arm, model.name, model.version, objective, items
+    )
+    return _ENCODER.encode(response)
 
 
 def _served(
