@@ -5,6 +5,10 @@ For N = 100 and 1,000 candidates and 1 and 2 workers it reports p50 / p99 latenc
 In the same run it times the bare ONNX Runtime call on the same encoded batch; the service overhead is
 ``p50(/rank) - p50(onnx)``. Payloads are real frappe_ctr rows (one user and context, N distinct apps).
 
+wrk posts the same body again and again, so from the second request on every candidate is an item
+cache hit (an app store's steady state: the catalogue's apps come back with the same features). Run
+with ``--item-cache-size 0`` for the other extreme, every app new to the service.
+
     .venv/bin/python bench/serve_bench.py --models artifacts/frappe --out bench/results/serve.json
 
 Needs ``wrk`` (``apt-get install -y wrk``). Without ``--models`` (or with an empty directory) it builds a
@@ -102,15 +106,17 @@ def bare_onnx(bundle_dir: Path, body: bytes, repeats: int) -> dict[str, float]:
 
 
 def start_server(
-    models: Path, model: str, workers: int, work: Path, event_log: bool
+    models: Path, model: str, workers: int, work: Path, args: argparse.Namespace
 ) -> tuple[subprocess.Popen[bytes], str]:
     settings = {
         "APPRANK_MODELS_DIR": str(models),
         "APPRANK_DATABASE_URL": f"sqlite:///{work}/bench-{free_port()}.db",
         "APPRANK_MAX_CANDIDATES": "5000",
         "APPRANK_DEFAULT_MODEL": model,
-        "APPRANK_EVENT_LOG": str(event_log).lower(),
+        "APPRANK_EVENT_LOG": str(args.with_event_log).lower(),
     }
+    if args.item_cache_size is not None:
+        settings["APPRANK_ITEM_CACHE_SIZE"] = str(args.item_cache_size)
     return start_service(settings, workers)
 
 
@@ -189,7 +195,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         bodies[n].write_bytes(payload(rows, bundle_dir, n))
     onnx = {n: bare_onnx(bundle_dir, bodies[n].read_bytes(), args.repeats) for n in args.candidates}
     for workers in args.workers:
-        server, url = start_server(models, bundle_dir.name, workers, work, args.with_event_log)
+        server, url = start_server(models, bundle_dir.name, workers, work, args)
         try:
             for n in args.candidates:
                 wrk(url, bodies[n], work, 1, 1, 2)  # warm-up
@@ -259,6 +265,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2000, help="bare ONNX calls timed")
     parser.add_argument("--with-event-log", action="store_true", help="log served lists (SQLite) too")
+    parser.add_argument(
+        "--item-cache-size",
+        type=int,
+        default=None,
+        help="APPRANK_ITEM_CACHE_SIZE of the service (default: the service's); 0 encodes every candidate "
+        "of every request, as if no app had been seen before",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -273,7 +286,9 @@ def main() -> None:
             "platform": platform.platform(),
             "python": platform.python_version(),
         }
-        args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+        options = {"item_cache_size": args.item_cache_size, "event_log": args.with_event_log}
+        document = {"machine": machine, "options": options, "results": results}
+        args.out.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

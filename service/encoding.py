@@ -31,6 +31,7 @@ Arrays = dict[str, npt.NDArray[Any]]
 LocOf = Callable[[str, int], Loc]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _MULTI = _SCALARS | {list}
+_TOKENS = frozenset({str, type(None)})
 
 
 def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
@@ -56,8 +57,7 @@ class RequestEncoder:
         }
         self.stats = FeatureStats(schema.names)
         self._position = {name: i for i, name in enumerate(schema.names)}
-        tokens = [f.name for f in self.items if f.kind is not FeatureKind.NUMERIC]
-        self.item_cache = ItemCache(item_cache_size, tokens) if item_cache_size > 0 else None
+        self.item_cache = ItemCache(item_cache_size) if item_cache_size > 0 else None
         self._flushed = (0, 0)
 
     def flush_metrics(self) -> None:
@@ -117,12 +117,15 @@ class RequestEncoder:
     def _encode_items(self, request: RankRequest, n: int, counts: npt.NDArray[np.int64]) -> Arrays:
         app_ids, features = request.app_ids, request.features
         if self.item_cache is None:
-            out = self._encode_item_rows(app_ids, features, None)
+            out = self._encode_item_rows(app_ids, features, None, set())
         else:
 
-            def encode_rows(rows: list[int]) -> Arrays:
+            def encode_rows(rows: list[int]) -> tuple[Arrays, set[int]]:
+                uncacheable: set[int] = set()
+                if len(rows) == len(app_ids):  # all of them: no subset to copy
+                    return self._encode_item_rows(app_ids, features, None, uncacheable), uncacheable
                 subset = ([app_ids[i] for i in rows], [features[i] for i in rows])
-                return self._encode_item_rows(*subset, rows)
+                return self._encode_item_rows(*subset, rows, uncacheable), uncacheable
 
             out = self.item_cache.encode(app_ids, features, encode_rows)
         for name, encoded in out.items():
@@ -130,9 +133,18 @@ class RequestEncoder:
         return out
 
     def _encode_item_rows(
-        self, app_ids: list[str], features: list[dict[str, Any]], rows: list[int] | None
+        self,
+        app_ids: list[str],
+        features: list[dict[str, Any]],
+        rows: list[int] | None,
+        uncacheable: set[int],
     ) -> Arrays:
-        """Item inputs of some candidates; ``rows`` (None: all) are their positions, for error locations."""
+        """Item inputs of some candidates; ``rows`` (None: all) are their positions, for error locations.
+
+        Adds to ``uncacheable`` the candidates (indexes into ``features``) that ``ItemCache`` must not
+        keep: a token field (categorical, hashed, multi-valued) holds something other than a string or
+        null, so that an equal value of another type (``1`` and ``True``) could read differently.
+        """
         out: Arrays = {}
         slow: dict[str, npt.NDArray[Any]] = {}
         for spec in self.items:
@@ -140,10 +152,12 @@ class RequestEncoder:
             defaults = app_ids if name == self.item_id_field else None
             table = self.tables.get(name)
             if table is not None:
-                out[name] = self._lookup(spec, table, features, defaults, rows)
+                out[name] = self._lookup(spec, table, features, defaults, rows, uncacheable)
             else:
                 column = list(_values(features, name, defaults))
                 _check_types(column, spec, _item_locator(name, rows))
+                if spec.kind is not FeatureKind.NUMERIC:
+                    _add_non_tokens(column, range(len(column)), uncacheable)
                 slow[name] = _objects(column)
         if slow:
             out.update(self._transform(slow, len(features), lambda name, k: _item_loc(name, _at(rows, k))))
@@ -159,10 +173,12 @@ class RequestEncoder:
         features: list[dict[str, Any]],
         defaults: list[str] | None,
         rows: list[int] | None,
+        uncacheable: set[int],
     ) -> npt.NDArray[np.int64]:
         """Codes of one categorical item column through the compiled table; misses go through the encoder.
 
         ``rows`` are the candidates' positions in the request (None: the candidates are all of them).
+        The table's keys are strings and None, so only a miss can be another type (``uncacheable``).
         """
         n = len(features)
         try:
@@ -178,7 +194,8 @@ class RequestEncoder:
             values = list(
                 _values([features[i] for i in local], spec.name, defaults and [defaults[i] for i in local])
             )
-            _check_types(values, spec, _item_locator(spec.name, [_at(rows, k) for k in local]))
+            _check_types(values, spec, lambda k: _item_loc(spec.name, _at(rows, local[k])))
+            _add_non_tokens(values, local, uncacheable)
             codes[misses] = self.encoder.transform({spec.name: _objects(values)}, len(values))[spec.name]
         return codes
 
@@ -243,6 +260,12 @@ def _at(rows: Sequence[int] | None, k: int) -> int:
 
 def _item_loc(name: str, row: int) -> Loc:
     return ("body", "candidates", row, "features", name)
+
+
+def _add_non_tokens(values: Sequence[Any], indexes: Sequence[int], into: set[int]) -> None:
+    """Add to ``into`` the index of each value that is neither a string nor null."""
+    if not set(map(type, values)) <= _TOKENS:
+        into.update(i for i, value in zip(indexes, values, strict=True) if type(value) not in _TOKENS)
 
 
 def _check_types(values: Sequence[Any], spec: FeatureSpec, loc: Callable[[int], Loc]) -> None:

@@ -9,9 +9,9 @@ at 1,000 candidates and 8 item fields that is about 0.4 ms of the service's own 
 ``[capacity, ...]`` array per model input). A candidate is a hit only when its features dict equals
 the cached one (``dict ==``, compared in C: same keys, equal values), so a hit is served exactly the
 encoding a miss would get; misses are encoded by the caller and stored. Dict equality treats ``1``,
-``1.0`` and ``True`` as equal, so a row is stored only when that cannot matter: the values of
-categorical (token) fields must be strings or null, whose equality is exact; numeric fields read
-equal numbers as the same float (booleans as 0 and 1).
+``1.0`` and ``True`` as equal, so the caller names the misses that must not be stored: those whose
+token fields (categorical, hashed, multi-valued) hold anything but strings or null, whose equality is
+exact; numeric fields read equal numbers as the same float (booleans as 0 and 1).
 
 It is bounded: when ``capacity`` apps are cached, the next new app empties it and filling starts
 over (one request's misses then pay the encoding again). One cache belongs to one bundle's request
@@ -20,7 +20,7 @@ encoder, so a reload starts a new one; it is used from the event loop's thread o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from itertools import compress, repeat
 from operator import eq, not_
 from typing import Any
@@ -29,17 +29,14 @@ import numpy as np
 import numpy.typing as npt
 
 Arrays = dict[str, npt.NDArray[Any]]
-_TOKEN_TYPES = (str, type(None))
 _FIRST_ROWS = 1_024
 
 
 class ItemCache:
     """Item-field encodings by app_id, valid while the app's features dict stays the same."""
 
-    def __init__(self, capacity: int, token_fields: Collection[str]) -> None:
-        """``token_fields``: the item fields read as tokens (categorical, hashed, multi-valued)."""
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.token_fields = frozenset(token_fields)
         self.hits = 0
         self.misses = 0
         self._features: dict[str, dict[str, Any]] = {}
@@ -54,12 +51,13 @@ class ItemCache:
         self,
         app_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
-        encode_rows: Callable[[list[int]], Arrays],
+        encode_rows: Callable[[list[int]], tuple[Arrays, set[int]]],
     ) -> Arrays:
         """The item inputs of every candidate: cached rows for hits, ``encode_rows(misses)`` for the rest.
 
         ``encode_rows`` gets the positions of the candidates to encode and returns their inputs in
-        that order (it raises for bad values, naming the candidate by its position).
+        that order, with the indexes (into that order) of those that must not be cached; it raises
+        for bad values, naming the candidate by its position.
         """
         n = len(app_ids)
         hit = list(map(eq, map(self._features.get, app_ids), features))  # in C: no Python call per app
@@ -68,7 +66,7 @@ class ItemCache:
             self.hits += n
             return {name: column[rows] for name, column in self._columns.items()}
         missed = list(compress(range(n), map(not_, hit)))
-        fresh = encode_rows(missed)
+        fresh, uncacheable = encode_rows(missed)
         self.hits += n - len(missed)
         self.misses += len(missed)
         if len(missed) == n:
@@ -77,33 +75,40 @@ class ItemCache:
             out = {name: column[rows] for name, column in self._columns.items()}
             for name, values in fresh.items():
                 out[name][missed] = values
-        self._store([app_ids[i] for i in missed], [features[i] for i in missed], fresh)
+        stored = [k for k in range(len(missed)) if k not in uncacheable] if uncacheable else None
+        if stored is None and len(missed) == n:
+            self._store(list(app_ids), list(features), fresh)
+        elif stored is None:
+            self._store([app_ids[i] for i in missed], [features[i] for i in missed], fresh)
+        elif stored:
+            encoded = {name: column[stored] for name, column in fresh.items()}
+            self._store([app_ids[missed[k]] for k in stored], [features[missed[k]] for k in stored], encoded)
         return out
 
     def _store(self, app_ids: list[str], features: list[dict[str, Any]], encoded: Arrays) -> None:
-        for k, (app_id, values) in enumerate(zip(app_ids, features, strict=True)):
-            if not self._cacheable(values):
-                continue
-            row = self._rows.get(app_id)
-            if row is None:
-                if self._size == self.capacity:
-                    self.clear()
-                row = self._size
-                self._grow(encoded, row + 1)
-                self._size += 1
-                self._rows[app_id] = row
-            self._features[app_id] = dict(values)
-            for name, column in encoded.items():
-                self._columns[name][row] = column[k]
+        """Cache the encodings of some candidates, column by column (no Python loop per candidate).
 
-    def _cacheable(self, values: dict[str, Any]) -> bool:
-        return all(type(values.get(name)) in _TOKEN_TYPES for name in self.token_fields)
+        The dicts are kept as they are, not copied: nothing changes a request's feature dicts.
+        """
+        new = [app_id for app_id in app_ids if app_id not in self._rows]
+        if self._size + len(new) > self.capacity:
+            self.clear()
+            app_ids, features = app_ids[: self.capacity], features[: self.capacity]
+            encoded = {name: column[: self.capacity] for name, column in encoded.items()}
+            new = app_ids
+        self._grow(encoded, self._size + len(new))
+        self._rows.update(zip(new, range(self._size, self._size + len(new)), strict=True))
+        self._size += len(new)
+        self._features.update(zip(app_ids, features, strict=True))
+        rows = np.fromiter(map(self._rows.__getitem__, app_ids), np.int64, len(app_ids))
+        for name, column in encoded.items():
+            self._columns[name][rows] = column
 
     def _grow(self, like: Arrays, rows: int) -> None:
         current = next(iter(self._columns.values())).shape[0] if self._columns else 0
         if rows <= current:
             return
-        size = min(self.capacity, max(_FIRST_ROWS, 2 * current))
+        size = min(self.capacity, max(_FIRST_ROWS, 2 * current, rows))
         for name, column in like.items():
             grown = np.zeros((size, *column.shape[1:]), dtype=column.dtype)
             if name in self._columns:

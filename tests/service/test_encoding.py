@@ -186,8 +186,8 @@ def test_item_cache_gives_the_encoders_inputs_on_hits_misses_and_changes(encoder
 def test_item_cache_is_bounded(encoder: FeatureEncoder) -> None:
     cached = RequestEncoder(encoder, item_cache_size=3)
     apps = [{"app_id": f"i{k}", "features": {"size": str(k), "price": k}} for k in range(8)]
-    for start in (0, 2, 5, 0):
-        window = apps[start : start + 3]
+    for start, size in ((0, 3), (2, 3), (5, 3), (1, 6), (0, 3), (0, 2)):  # (1, 6): more than it holds
+        window = apps[start : start + size]
         assert_same_inputs(cached.encode(request(window, {}, {})), expected_inputs(encoder, window))
         assert cached.item_cache is not None and len(cached.item_cache) <= 3
 
