@@ -230,6 +230,14 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 (Query("feature:apprank_feature_missing:ratio_rate5m", "{{feature}}"),),
                 unit="percentunit",
             ),
+            Panel(
+                "Item cache hit ratio",
+                "Share of candidates whose item features were encoded from the item cache (the app was "
+                "seen before with the same features). A low ratio means the catalogue outgrows "
+                "APPRANK_ITEM_CACHE_SIZE, or the features change often; /rank is then slower.",
+                (Query("apprank:item_cache_hit:ratio_rate5m", "hit ratio"),),
+                unit="percentunit",
+            ),
         ),
     ),
     (

@@ -16,6 +16,7 @@ CONTRACT: dict[str, str] = {
     "apprank_feature_values": "counter",
     "apprank_feature_oov": "counter",
     "apprank_feature_missing": "counter",
+    "apprank_item_cache_lookups": "counter",
     "apprank_model_loaded": "gauge",
     "apprank_model_load_failures": "counter",
     "apprank_experiment_weight": "gauge",

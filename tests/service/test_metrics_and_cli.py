@@ -24,6 +24,7 @@ REQUIRED = {
     "apprank_feature_values_total": {"feature"},
     "apprank_feature_oov_total": {"feature"},
     "apprank_feature_missing_total": {"feature"},
+    "apprank_item_cache_lookups_total": {"result"},
     "apprank_model_loaded": {"model", "version"},
     "apprank_experiment_weight": {"experiment", "arm"},
 }
@@ -50,6 +51,7 @@ def test_metric_names_labels_and_feature_counts(client: TestClient) -> None:
     body = rank_body(4)
     body["context"]["city"] = "atlantis"  # out of vocabulary; "weather" is absent: missing
     client.post("/rank", json=body)
+    client.post("/rank", json=body)  # the same apps again: item cache hits
     client.post("/rank", json={"user_id": 3})
     client.app.state.service.sync.poll_once()  # type: ignore[attr-defined]  # flush the feature counters
     text = client.get("/metrics").text
@@ -66,8 +68,15 @@ def test_metric_names_labels_and_feature_counts(client: TestClient) -> None:
     assert not {"user_id", "app_id", "user", "item"} & set().union(*labels.values())
     oov = 'apprank_feature_oov_total{feature="city"}'
     missing = 'apprank_feature_missing_total{feature="weather"}'
-    assert value(text, oov) - (value(before, oov) if oov in before else 0) == 1
-    assert value(text, missing) - (value(before, missing) if missing in before else 0) == 1
+    assert value(text, oov) - (value(before, oov) if oov in before else 0) == 2
+    assert value(text, missing) - (value(before, missing) if missing in before else 0) == 2
+
+    def lookups(text: str, result: str) -> float:
+        sample = f'apprank_item_cache_lookups_total{{result="{result}"}}'
+        return value(text, sample) if sample in text else 0.0
+
+    hits, misses = (lookups(text, r) - lookups(before, r) for r in ("hit", "miss"))
+    assert hits + misses == 8 and hits >= 4
     assert 'apprank_http_requests_total{endpoint="/rank",status="422"}' in text
     assert 'apprank_experiment_weight{arm="treatment",experiment="default"} 50.0' in text
 
