@@ -75,14 +75,14 @@ class ItemCache:
             out = {name: column[rows] for name, column in self._columns.items()}
             for name, values in fresh.items():
                 out[name][missed] = values
-        stored = [k for k in range(len(missed)) if k not in uncacheable] if uncacheable else None
-        if stored is None and len(missed) == n:
+        if uncacheable:
+            keep = [k for k in range(len(missed)) if k not in uncacheable]
+            missed = [missed[k] for k in keep]
+            fresh = {name: column[keep] for name, column in fresh.items()}  # ``out`` keeps every row
+        if len(missed) == n:
             self._store(list(app_ids), list(features), fresh)
-        elif stored is None:
+        elif missed:
             self._store([app_ids[i] for i in missed], [features[i] for i in missed], fresh)
-        elif stored:
-            encoded = {name: column[stored] for name, column in fresh.items()}
-            self._store([app_ids[missed[k]] for k in stored], [features[missed[k]] for k in stored], encoded)
         return out
 
     def _store(self, app_ids: list[str], features: list[dict[str, Any]], encoded: Arrays) -> None:
