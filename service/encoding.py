@@ -117,7 +117,7 @@ class RequestEncoder:
     def _encode_items(self, request: RankRequest, n: int, counts: npt.NDArray[np.int64]) -> Arrays:
         app_ids, features = request.app_ids, request.features
         if self.item_cache is None:
-            out = self._encode_item_rows(app_ids, features, None, set())
+            out = self._encode_item_rows(app_ids, features, None, None)
         else:
 
             def encode_rows(rows: list[int]) -> tuple[Arrays, set[int]]:
@@ -137,13 +137,14 @@ class RequestEncoder:
         app_ids: list[str],
         features: list[dict[str, Any]],
         rows: list[int] | None,
-        uncacheable: set[int],
+        uncacheable: set[int] | None,
     ) -> Arrays:
         """Item inputs of some candidates; ``rows`` (None: all) are their positions, for error locations.
 
-        Adds to ``uncacheable`` the candidates (indexes into ``features``) that ``ItemCache`` must not
-        keep: a token field (categorical, hashed, multi-valued) holds something other than a string or
-        null, so that an equal value of another type (``1`` and ``True``) could read differently.
+        Adds to ``uncacheable`` (None: no cache to tell) the candidates (indexes into ``features``)
+        that ``ItemCache`` must not keep: a token field (categorical, hashed, multi-valued) holds
+        something other than a string or null, so that an equal value of another type (``1`` and
+        ``True``) could read differently.
         """
         out: Arrays = {}
         slow: dict[str, npt.NDArray[Any]] = {}
@@ -155,9 +156,9 @@ class RequestEncoder:
                 out[name] = self._lookup(spec, table, features, defaults, rows, uncacheable)
             else:
                 column = list(_values(features, name, defaults))
-                _check_types(column, spec, _item_locator(name, rows))
+                kinds = _check_types(column, spec, _item_locator(name, rows))
                 if spec.kind is not FeatureKind.NUMERIC:
-                    _add_non_tokens(column, range(len(column)), uncacheable)
+                    _add_non_tokens(column, kinds, range(len(column)), uncacheable)
                 slow[name] = _objects(column)
         if slow:
             out.update(self._transform(slow, len(features), lambda name, k: _item_loc(name, _at(rows, k))))
@@ -173,7 +174,7 @@ class RequestEncoder:
         features: list[dict[str, Any]],
         defaults: list[str] | None,
         rows: list[int] | None,
-        uncacheable: set[int],
+        uncacheable: set[int] | None,
     ) -> npt.NDArray[np.int64]:
         """Codes of one categorical item column through the compiled table; misses go through the encoder.
 
@@ -194,8 +195,8 @@ class RequestEncoder:
             values = list(
                 _values([features[i] for i in local], spec.name, defaults and [defaults[i] for i in local])
             )
-            _check_types(values, spec, lambda k: _item_loc(spec.name, _at(rows, local[k])))
-            _add_non_tokens(values, local, uncacheable)
+            kinds = _check_types(values, spec, lambda k: _item_loc(spec.name, _at(rows, local[k])))
+            _add_non_tokens(values, kinds, local, uncacheable)
             codes[misses] = self.encoder.transform({spec.name: _objects(values)}, len(values))[spec.name]
         return codes
 
@@ -262,18 +263,20 @@ def _item_loc(name: str, row: int) -> Loc:
     return ("body", "candidates", row, "features", name)
 
 
-def _add_non_tokens(values: Sequence[Any], indexes: Sequence[int], into: set[int]) -> None:
-    """Add to ``into`` the index of each value that is neither a string nor null."""
-    if not set(map(type, values)) <= _TOKENS:
+def _add_non_tokens(
+    values: Sequence[Any], kinds: set[type], indexes: Sequence[int], into: set[int] | None
+) -> None:
+    """Add to ``into`` the index of each value that is neither a string nor null (``kinds``: their types)."""
+    if into is not None and not kinds <= _TOKENS:
         into.update(i for i, value in zip(indexes, values, strict=True) if type(value) not in _TOKENS)
 
 
-def _check_types(values: Sequence[Any], spec: FeatureSpec, loc: Callable[[int], Loc]) -> None:
-    """Feature values are JSON scalars (lists of scalars too for multi-valued fields)."""
+def _check_types(values: Sequence[Any], spec: FeatureSpec, loc: Callable[[int], Loc]) -> set[type]:
+    """Feature values are JSON scalars (lists of scalars too for multi-valued fields); their types."""
     allowed = _MULTI if spec.kind is FeatureKind.MULTI else _SCALARS
     kinds = set(map(type, values))
     if kinds <= allowed and (list not in kinds or _scalar_lists(values)):
-        return
+        return kinds
     first = next(i for i, v in enumerate(values) if type(v) not in allowed or not _scalar_lists([v]))
     what = "a scalar or a list of scalars" if spec.kind == "multi" else "a string, number, boolean or null"
     raise RequestError.at(loc(first), f"must be {what}", "type_error")

@@ -61,10 +61,9 @@ class ItemCache:
         """
         n = len(app_ids)
         hit = list(map(eq, map(self._features.get, app_ids), features))  # in C: no Python call per app
-        rows = np.fromiter(map(self._rows.get, app_ids, repeat(0)), np.int64, n)
         if all(hit):
             self.hits += n
-            return {name: column[rows] for name, column in self._columns.items()}
+            return self._gather(app_ids)
         missed = list(compress(range(n), map(not_, hit)))
         fresh, uncacheable = encode_rows(missed)
         self.hits += n - len(missed)
@@ -72,7 +71,7 @@ class ItemCache:
         if len(missed) == n:
             out = fresh
         else:
-            out = {name: column[rows] for name, column in self._columns.items()}
+            out = self._gather(app_ids)  # misses get row 0, then their fresh encoding
             for name, values in fresh.items():
                 out[name][missed] = values
         if uncacheable:
@@ -84,6 +83,10 @@ class ItemCache:
         elif missed:
             self._store([app_ids[i] for i in missed], [features[i] for i in missed], fresh)
         return out
+
+    def _gather(self, app_ids: Sequence[str]) -> Arrays:
+        rows = np.fromiter(map(self._rows.get, app_ids, repeat(0)), np.int64, len(app_ids))
+        return {name: column[rows] for name, column in self._columns.items()}
 
     def _store(self, app_ids: list[str], features: list[dict[str, Any]], encoded: Arrays) -> None:
         """Cache the encodings of some candidates, column by column (no Python loop per candidate).
