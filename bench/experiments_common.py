@@ -38,7 +38,7 @@ LOG_TAIL_LINES = 30
 
 def has_deep_part(model: str) -> bool:
     """True for the models with an MLP (they accept ``hidden_units``, ``dropout``...)."""
-    return REGISTRY[model].params is DeepParams
+    return issubclass(REGISTRY[model].params, DeepParams)
 
 
 class RunFailed(RuntimeError):
