@@ -12,13 +12,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
 from torch import nn
 
 from model.encoder import InputLayout
 from model.nets.blocks import ModelBatch
 from model.nets.composed import ComposedModel, Product, Recipe
-from model.nets.params import AutoIntParams, DCNV2Params, DeepParams, FMParams, LRParams, XDeepFMParams
+from model.nets.params import (
+    AutoIntParams,
+    DCNV2Params,
+    DeepParams,
+    FMParams,
+    LRParams,
+    Params,
+    XDeepFMParams,
+)
 
 
 @dataclass(frozen=True)
@@ -27,12 +34,12 @@ class ModelSpec:
 
     name: str
     description: str
-    params: type[BaseModel]
+    params: type[Params]
     recipe: Recipe
     pretrain: str | None = None
 
 
-def _spec(name: str, description: str, params: type[BaseModel], recipe: Recipe, **extra: Any) -> ModelSpec:
+def _spec(name: str, description: str, params: type[Params], recipe: Recipe, **extra: Any) -> ModelSpec:
     return ModelSpec(name, description, params, recipe, **extra)
 
 

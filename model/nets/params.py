@@ -24,20 +24,25 @@ EmbeddingDim = Annotated[int, Field(ge=1, le=512)]
 Units = tuple[Annotated[int, Field(ge=1, le=8192)], ...]
 
 
-class LRParams(BaseModel):
-    """Logistic regression has no hyperparameters of its own (regularization lives in training)."""
+class Params(BaseModel):
+    """What every family's parameters share: frozen, unknown keys refused, a declared search space."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    search_space: ClassVar[SearchSpace]
+
+
+class LRParams(Params):
+    """Logistic regression has no hyperparameters of its own (regularization lives in training)."""
+
     search_space: ClassVar[SearchSpace] = SHALLOW_SPACE
 
 
-class FMParams(BaseModel):
+class FMParams(Params):
     """Factorization machine: the embedding (latent factor) dimension."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     search_space: ClassVar[SearchSpace] = {
         **SHALLOW_SPACE,
-        "params.embedding_dim": Choice((8, 16, 32, 64)),
+        "params.embedding_dim": Choice((10, 16, 32, 64)),
     }
 
     embedding_dim: EmbeddingDim = 10
@@ -45,17 +50,16 @@ class FMParams(BaseModel):
 
 DEEP_SPACE: SearchSpace = {
     **TRAINING_SPACE,
-    "params.embedding_dim": Choice((8, 16, 32, 64)),
+    "params.embedding_dim": Choice((10, 16, 32, 64)),
     "params.hidden_units": LayerStack(1, 4, (100, 200, 400, 800)),
     "params.dropout": FloatRange(0.0, 0.5),
     "params.batch_norm": Choice((True, False)),
 }
 
 
-class DeepParams(BaseModel):
+class DeepParams(Params):
     """Models with a deep component: embedding plus an MLP (the DeepFM paper's defaults)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     search_space: ClassVar[SearchSpace] = DEEP_SPACE
 
     embedding_dim: EmbeddingDim = 10
@@ -122,7 +126,7 @@ class DCNV2Params(DeepParams):
     search_space: ClassVar[SearchSpace] = {
         **DEEP_SPACE,
         "params.cross_layers": IntRange(1, 4),
-        "params.embedding_dim": Choice((8, 16, 32)),
+        "params.embedding_dim": Choice((10, 16, 32)),
     }
 
     cross_layers: Annotated[int, Field(ge=1, le=16)] = 3
