@@ -63,15 +63,17 @@ def test_search_resumes_from_its_study_and_the_best_config_reproduces(data_dir: 
     assert "trial 3/3" in again.output and "trial 1/3" not in again.output
 
     best = max(after, key=lambda row: row[2] or 0.0)
+    best_value = best[2]
+    assert best_value is not None
     config = load_config(study / "best.yaml")
     assert config.optimizer.lr == best[3]["optimizer.lr"] and config.batch_size == best[3]["batch_size"]
-    assert f"trial {best[0]}: validation AUC {best[2]:.5f}" in (study / "best.yaml").read_text()
+    assert f"trial {best[0]}: validation AUC {best_value:.5f}" in (study / "best.yaml").read_text()
     result = train_bundle(data_dir / "frappe_ctr", tmp_path / "bundle", config)
     assert result is not None
     # the same configuration and seed, trained by `apprank train`, lands on the best trial's AUC
-    assert result.metrics["valid"]["auc"] == pytest.approx(best[2], abs=1e-5)
+    assert result.metrics["valid"]["auc"] == pytest.approx(best_value, abs=1e-5)
     others = [value for number, _, value, _ in after if number != best[0] and value is not None]
-    assert all(abs(value - best[2]) > 1e-4 for value in others)  # and the trials differ measurably
+    assert all(abs(value - best_value) > 1e-4 for value in others)  # and the trials differ measurably
 
 
 def test_a_poor_trial_is_pruned_after_its_first_epoch(data_dir: Path, tmp_path: Path) -> None:
@@ -107,9 +109,14 @@ def test_an_interrupted_trial_runs_again_and_the_data_is_encoded_once(
     study = open_study(settings)
     killed = study.ask()  # what a search killed mid-trial leaves behind: a trial stored as RUNNING
     values = tune_module.suggest(killed, model_spec("deepfm").params.search_space)
-    prepared: list[object] = []
+    prepared: list[TuneSettings] = []
     real_prepare = tune_module.prepare_once
-    monkeypatch.setattr(tune_module, "prepare_once", lambda s: prepared.append(s) or real_prepare(s))
+
+    def counting_prepare(settings: TuneSettings) -> tune_module.Prepared:
+        prepared.append(settings)
+        return real_prepare(settings)
+
+    monkeypatch.setattr(tune_module, "prepare_once", counting_prepare)
     run_search(settings)
     rows = stored(tmp_path)
     assert [state for _, state, _, _ in rows] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
