@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,11 @@ def config_yaml(config: TrainConfig, header: str) -> str:
 def best_header(study: optuna.Study, data: str) -> str:
     """The provenance lines written above the best configuration."""
     best = study.best_trial
+    epoch = best.user_attrs.get("best_epoch", "?")
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     return (
         f"apprank tune: best of {done} trials of study {study.study_name!r} on {data}\n"
-        f"trial {best.number}: validation AUC {best.value:.5f} (best epoch "
-        f"{best.user_attrs.get('best_epoch', '?')}); written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        f"trial {best.number}: validation AUC {best.value:.5f} (best epoch {epoch})"
     )
 
 
