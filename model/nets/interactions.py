@@ -42,6 +42,7 @@ class CompressedInteraction(nn.Module):
         pooled: list[Tensor] = []
         for layer, keep, passed in zip(self.layers, self.kept, self.passed_from, strict=True):
             pairs = (hidden.unsqueeze(2) * embedded.unsqueeze(1)).flatten(1, 2)  # [B, H * F, D]
+            assert isinstance(layer, nn.Linear)
             maps = layer.weight @ pairs  # [H_k, H * F] @ [B, H * F, D] -> [B, H_k, D], no transposed copies
             pooled.append(maps[:, :keep].sum(dim=2))
             hidden = maps[:, passed:]
