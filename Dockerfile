@@ -21,6 +21,8 @@ COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY training/ training/
 COPY service/ service/
+COPY pipeline/ pipeline/
+COPY simulation/ simulation/
 COPY apprank/ apprank/
 # Only the serving dependencies: the `train` extra (torch, onnx, pandas...) is never installed.
 RUN pip install ".[serve]" \

@@ -117,8 +117,8 @@ def ensure_dataset(config: BootstrapConfig) -> bool:
     if (config.data_dir / WORLD_FILE).is_file():
         log.info("reusing the synthetic dataset in %s", config.data_dir)
         return False
-    from training.synth import SynthConfig
-    from training.synth_cli import write_synthetic_dataset
+    from simulation.synth import SynthConfig
+    from simulation.synth_cli import write_synthetic_dataset
 
     world = SynthConfig(seed=config.seed, num_users=config.num_users, num_apps=config.num_apps)
     log.info("generating %d synthetic impressions into %s", config.rows, config.data_dir)

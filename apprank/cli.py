@@ -14,16 +14,16 @@ import typer
 # Modules with a ``register(app)`` function, in the order their commands are listed.
 COMMAND_MODULES: tuple[str, ...] = (
     "training.cli",
-    "training.synth_cli",
+    "simulation.synth_cli",
     "service.cli",
-    "service.events.cli",
-    "service.report.cli",
+    "pipeline.events_cli",
+    "pipeline.report_cli",
     "apprank.run",
-    "apprank.simulate",
+    "simulation.simulate",
 )
 # The serving image installs only the `serve` extra: commands that need the training extras
 # (torch, pandas, pyarrow...) are left out there instead of breaking `apprank --help`.
-TRAINING_ONLY = frozenset({"training.cli", "training.synth_cli", "apprank.run", "apprank.simulate"})
+TRAINING_ONLY = frozenset({"training.cli", "simulation.synth_cli", "apprank.run", "simulation.simulate"})
 log = logging.getLogger(__name__)
 
 

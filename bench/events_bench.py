@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from service_process import start_service, stop_service  # noqa: E402
 
-from service.served import ServedList  # noqa: E402
+from service.rank.served import ServedList  # noqa: E402
 
 log = logging.getLogger("events_bench")
 ITEMS = 10  # returned items per pre-logged served list; a batch of 100 events covers 10 lists

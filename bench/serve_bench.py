@@ -90,8 +90,8 @@ def payload(rows: list[dict[str, str]], bundle_dir: Path, n: int) -> bytes:
 
 def bare_onnx(bundle_dir: Path, body: bytes, repeats: int) -> dict[str, float]:
     """p50 / p99 of ``session.run`` alone on the encoded batch of ``body`` (same session options)."""
-    from service.payload import parse_rank_request
-    from service.registry import LoadOptions, load_model
+    from service.rank.payload import parse_rank_request
+    from service.rank.registry import LoadOptions, load_model
 
     model = load_model(bundle_dir.name, bundle_dir, LoadOptions("cpu", 1, 1))
     inputs = model.encoder.encode(parse_rank_request(body, 100_000))

@@ -1,6 +1,6 @@
 """Pydantic models that document the HTTP API (OpenAPI) and shape the admin endpoints' answers.
 
-``POST /rank`` is validated by ``service.payload`` (columnar, much faster than a model per candidate);
+``POST /rank`` is validated by ``service.rank.payload`` (columnar, much faster than a model per candidate);
 ``RankRequestDoc`` describes the same rules for the OpenAPI document and for fuzzing.
 """
 
@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.experiments import Objective
-from service.payload import MAX_ID_LENGTH
+from service.experiments.models import Objective
+from service.rank.payload import MAX_ID_LENGTH
 
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 FeatureValue = str | int | float | bool | None

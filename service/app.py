@@ -22,19 +22,21 @@ from service.api_models import rank_request_doc
 from service.auth import AdminTokens, AuthError
 from service.db import Database
 from service.errors import RequestError, UnavailableError
-from service.experiment_admin import ExperimentAdmin
-from service.experiment_store import ExperimentStore
-from service.experiments import ExperimentSpec
+from service.experiments.admin import ExperimentAdmin
+from service.experiments.models import ExperimentSpec
+from service.experiments.router import Router
+from service.experiments.routes import router as experiments_router
+from service.experiments.store import ExperimentStore
+from service.experiments.sync import StoreSync
+from service.health import router as health_router
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
-from service.rank_service import RankService
-from service.registry import LoadOptions, ModelRegistry
-from service.router import Router
-from service.routes import experiments, health, models
-from service.routes.rank import rank_route, rank_router
-from service.served import NullSink, ServedListSink
+from service.rank.model_routes import router as models_router
+from service.rank.rank_service import RankService
+from service.rank.registry import LoadOptions, ModelRegistry
+from service.rank.routes import rank_route, rank_router
+from service.rank.served import NullSink, ServedListSink
 from service.settings import ServiceSettings
 from service.state import ServiceState
-from service.sync import StoreSync
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_ACTOR = "bootstrap"
@@ -105,9 +107,9 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
     _document_models(app, request_doc.pop("$defs", {}))
     app.router.routes.append(rank_route())  # answers POST /rank; the next one only documents it
     app.include_router(rank_router(request_doc))
-    app.include_router(models.router)
-    app.include_router(experiments.router)
-    app.include_router(health.router)
+    app.include_router(models_router)
+    app.include_router(experiments_router)
+    app.include_router(health_router)
     _add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)

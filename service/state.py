@@ -8,13 +8,13 @@ from fastapi import Request
 
 from service.auth import AdminTokens
 from service.db import Database
-from service.experiment_admin import ExperimentAdmin
-from service.experiment_store import ExperimentStore
-from service.rank_service import RankService
-from service.registry import ModelRegistry
-from service.router import Router
+from service.experiments.admin import ExperimentAdmin
+from service.experiments.router import Router
+from service.experiments.store import ExperimentStore
+from service.experiments.sync import StoreSync
+from service.rank.rank_service import RankService
+from service.rank.registry import ModelRegistry
 from service.settings import ServiceSettings
-from service.sync import StoreSync
 
 
 @dataclass

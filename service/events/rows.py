@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from service.events.models import EventIn, ServedRef
-from service.served import ServedList
+from service.rank.served import ServedList
 
 DAY_S = 86400.0
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS

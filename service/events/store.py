@@ -19,7 +19,7 @@ from service.events.rows import LabeledRow, event_row, served_rows, user_day_upd
 from service.events.schema import migrations
 from service.events.sql import Queries
 from service.events.validation import CLOCK_SKEW_S, check_reference
-from service.served import ServedList
+from service.rank.served import ServedList
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

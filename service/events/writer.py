@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from service.events.counters import EventCounters
 from service.events.store import EventStore
-from service.served import ServedList
+from service.rank.served import ServedList
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from apprank.bootstrap import EXPERIMENT, BootstrapResult, bootstrap, bundle_names
 from apprank.cli import build_app
 from apprank.run import service_environment
-from service.experiments import ExperimentSpec
-from tests.apprank.conftest import tiny_config
+from service.experiments.models import ExperimentSpec
+from tests.conftest import tiny_config
 
 
 def _mtimes(root: Path) -> dict[str, float]:

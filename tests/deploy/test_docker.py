@@ -92,6 +92,14 @@ def test_copied_sources_exist_and_are_in_the_build_context(image: Dockerfile) ->
                 assert not dockerignored(source.rstrip("/"), patterns), source
 
 
+def test_every_installed_package_is_copied_into_the_builder(image: Dockerfile) -> None:
+    """pyproject's packages (what `pip install .` finds) are all in the image: the CLI imports them."""
+    found = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {pattern.rstrip("*") for pattern in found["include"]}
+    copied = {args.split()[0].rstrip("/") for args in image.stage("builder").all("COPY")}
+    assert packages <= copied, packages - copied
+
+
 def test_cpu_image_is_slim_python_311() -> None:
     dockerfile = parse(CPU)
     assert dockerfile.image(dockerfile.stages[-1]).startswith("python:3.11-slim")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from model.encoder import FeatureEncoder
 from service.app import create_app
-from service.served import ServedList
+from service.rank.served import ServedList
 from service.settings import ServiceSettings
 from tests.service.bundles import fit_frappe_encoder, item_features, random_weights, write_lr_bundle
 

@@ -11,9 +11,9 @@ import pytest
 from model.encoder import FeatureEncoder
 from model.fitting import fit_encoder
 from model.schema import FeatureSchema, Source
-from service.encoding import RequestEncoder
 from service.errors import RequestError
-from service.payload import parse_rank_request
+from service.rank.encoding import RequestEncoder
+from service.rank.payload import parse_rank_request
 
 SCHEMA = FeatureSchema.model_validate(
     {

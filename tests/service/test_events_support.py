@@ -24,7 +24,7 @@ from service.events.counters import EventCounters
 from service.events.log import EventLog, EventLogConfig
 from service.events.models import EventIn
 from service.events.store import SqlEventStore, open_event_store
-from service.served import ServedList
+from service.rank.served import ServedList
 
 _PREFIXES = itertools.count()
 

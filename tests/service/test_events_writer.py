@@ -14,7 +14,7 @@ from service.events.log import EventLog, EventLogConfig
 from service.events.models import BatchOutcome, EventIn
 from service.events.store import SqlEventStore
 from service.events.writer import ServedListWriter
-from service.served import ServedList
+from service.rank.served import ServedList
 from tests.service.test_events_support import StoreTarget, event_in, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]

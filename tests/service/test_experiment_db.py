@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from service.db import Database
-from service.experiment_store import EXPERIMENTS, MODELS, ExperimentStore
-from service.experiments import Experiment
-from service.router import allocate
+from service.experiments.models import Experiment
+from service.experiments.router import allocate
+from service.experiments.store import EXPERIMENTS, MODELS, ExperimentStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

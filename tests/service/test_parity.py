@@ -23,7 +23,7 @@ from model.encoder import FeatureEncoder
 from model.fitting import fit_encoder
 from model.schema import FeatureSchema, Source
 from service.app import create_app
-from service.payload import parse_rank_request
+from service.rank.payload import parse_rank_request
 from service.settings import ServiceSettings
 from tests.service.bundles import FRAPPE_SCHEMA
 

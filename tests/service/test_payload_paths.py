@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.errors import RequestError
-from service.payload import RankRequest, _fast_path, _slow_path, parse_rank_request
+from service.rank.payload import RankRequest, _fast_path, _slow_path, parse_rank_request
 
 LIMIT = 4
 ODD_TEXT = st.sampled_from(["", "a", "ctr", "x" * 257, "\ud800", "é", "\x00", "1"])

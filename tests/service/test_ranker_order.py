@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from service.rank_service import new_request_id
-from service.ranker import top_order
+from service.rank.rank_service import new_request_id
+from service.rank.ranker import top_order
 
 
 def test_top_order_equals_sorting_by_score_then_app_id() -> None:

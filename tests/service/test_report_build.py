@@ -18,14 +18,14 @@ from fastapi.testclient import TestClient
 from scipy import stats
 from typer.testing import CliRunner
 
+from pipeline.report_cli import register
 from service.events.log import EventLog
 from service.events.models import EventIn
 from service.events.store import SqlEventStore
+from service.rank.served import ServedList
 from service.report.build import EPOCH, ExperimentArms, build_report
-from service.report.cli import register
 from service.report.models import ExperimentReport
 from service.report.routes import report_router
-from service.served import ServedList
 from tests.service.test_events_support import StoreTarget, event_in, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]
@@ -235,9 +235,9 @@ def test_cli_report_prints_tables_json_and_a_chart(
 def test_cli_report_reads_the_experiment_from_the_service_store(
     store: SqlEventStore, target: StoreTarget
 ) -> None:
-    from service.experiment_admin import _next
-    from service.experiment_store import ExperimentStore
-    from service.experiments import ExperimentSpec
+    from service.experiments.admin import _next
+    from service.experiments.models import ExperimentSpec
+    from service.experiments.store import ExperimentStore
 
     simulate(store, {"control": 20, "treatment": 20}, days=1, seed=5)
     experiments = ExperimentStore(store.db, target.prefix)

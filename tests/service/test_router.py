@@ -8,8 +8,15 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from service.experiments import BUCKETS, Experiment, Objective
-from service.router import NO_EXPERIMENT, Router, UnknownExperimentError, allocate, bucket_of, targets_of
+from service.experiments.models import BUCKETS, Experiment, Objective
+from service.experiments.router import (
+    NO_EXPERIMENT,
+    Router,
+    UnknownExperimentError,
+    allocate,
+    bucket_of,
+    targets_of,
+)
 
 
 def experiment(weights: dict[str, float], allocation: dict[str, list[tuple[int, int]]] | None = None,

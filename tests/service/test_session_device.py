@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from model.bundle import BundleError
-from service.registry import LoadOptions, make_session
+from service.rank.registry import LoadOptions, make_session
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 

@@ -10,7 +10,7 @@ import pytest
 
 from service.events.models import ArmDaySums, EventIn
 from service.events.store import SqlEventStore
-from service.served import ServedList
+from service.rank.served import ServedList
 from tests.service.test_events_support import event_in, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulation.synth import SynthConfig
+from simulation.synth_cli import write_synthetic_dataset
 from training.config import load_config
 from training.pipeline import train_bundle
-from training.synth import SynthConfig
-from training.synth_cli import write_synthetic_dataset
 
 
 def test_deepfm_beats_lr_by_a_clear_margin_on_synthetic_data(tmp_path: Path) -> None:

@@ -1,1 +1,0 @@
-"""HTTP routes: thin functions that validate, call a plain class and shape the answer."""

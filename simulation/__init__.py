@@ -1,0 +1,1 @@
+"""The synthetic app-store world (ground-truth probabilities) and the online A/B simulation."""
