@@ -52,7 +52,7 @@ def cuped_stat(users: ArmUsers) -> RegressionAdjustedStatistic:
 
 
 def assert_same_fixed_interval(low: float | None, high: float | None, welch: list[float]) -> None:
-    """gbstats' fixed interval uses Welch's t quantile, ours the normal one: same centre, widths within 0.1 %."""
+    """gbstats' fixed interval uses Welch's t quantile, ours the normal one: same centre, widths to 0.1 %."""
     assert low is not None and high is not None
     assert (low + high) / 2 == pytest.approx((welch[0] + welch[1]) / 2, rel=1e-9)
     assert high - low == pytest.approx(welch[1] - welch[0], rel=1e-3)
@@ -225,7 +225,8 @@ def test_peeking_every_day_stays_under_alpha_with_the_confidence_sequence() -> N
         fired_sequential = fired_fixed = False
         for look in range(1, looks + 1):
             moments = {
-                name: arm.take(np.arange(per_day * look)).moments() for name, arm in zip(("c", "t"), arms)
+                name: arm.take(np.arange(per_day * look)).moments()
+                for name, arm in zip(("c", "t"), arms, strict=True)
             }
             lifts = compare_arms(moments, ["c", "t"], "c", DESIGN, thetas(moments, False))
             fired_sequential |= any(lift.conclusive for lift in lifts)
