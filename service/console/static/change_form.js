@@ -93,7 +93,8 @@ function fieldOf(form, issue) {
   return "";
 }
 
-function showError(form, name, message) {
+function showError(form, name, raw) {
+  const message = String(raw).replace(/^Value error, /, "");
   const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
   slot.textContent = slot.textContent ? `${slot.textContent}; ${message}` : message;
   const control = name && form.querySelector(`[name="${CSS.escape(name)}"]`);
