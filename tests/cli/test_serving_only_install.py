@@ -76,9 +76,9 @@ async def main():
         auth = [(b"authorization", b"Bearer s3cret"), (b"content-type", b"application/json")]
         status, _, _ = await call(app, "PUT", "/experiments/exp", json.dumps(spec).encode(), auth)
         assert status == 201, status
-        for path in ["/ui", "/ui/experiments/exp", "/ui/models", "/ui/api/experiments", "/ui/static/console.js",
-                     "/ui/static/console.css", "/experiments/exp/report", "/experiments/exp/report.png",
-                     "/experiments/exp/report.svg"]:
+        for path in ["/ui", "/ui/experiments/exp", "/ui/models", "/ui/api/experiments",
+                     "/ui/static/console.js", "/ui/static/console.css", "/experiments/exp/report",
+                     "/experiments/exp/report.png", "/experiments/exp/report.svg"]:
             status, kind, content = await call(app, "GET", path)
             print(path, status, kind, len(content))
 
