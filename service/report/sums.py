@@ -8,9 +8,13 @@ events in their pre-period get Ip = Dp = 0 (they stay in the analysis; see READM
 
 Sums of squares of cumulative counts do not add over days, so the query returns, per (arm, day), the
 change that day brings to every sum: a user whose cumulative impressions go from c - i to c adds
-c^2 - (c - i)^2 to sum I^2; a user seen for the first time adds 1 to n and their pre-period terms.
-``Moments.accumulate`` adds the changes up day by day (O(arms x days) in Python); the SQL does the
-O(user-days) work with window functions (SQLite >= 3.28 and PostgreSQL alike).
+c^2 - (c - i)^2 to sum I^2; a user seen for the first time adds 1 to n and their pre-period terms
+(a user-day row exists only with an event in it, so the first row is the one whose cumulative counts
+equal its own). ``accumulate`` adds the changes up day by day (O(arms x days) in Python); the SQL does
+the O(user-days) work with one running sum per user (a window function, in primary-key order: no
+sort) and joins each user's pre-period once. The join orders are spelled out for SQLite's planner
+(``CROSS JOIN`` keeps the big table outside and the small per-user side behind an automatic index;
+``MATERIALIZED`` lets it index the CTEs); PostgreSQL plans them as ordinary hash joins.
 """
 
 from __future__ import annotations
@@ -31,26 +35,30 @@ DL, IMP, PRE_DL, PRE_IMP = range(4)  # indices into VARIABLES
 _PAIRS = [(a, b) for a in range(4) for b in range(a, 4)]
 
 _REPORT_SUMS = """
-WITH exposed AS (
-    SELECT user_id, MIN(day) AS first_day FROM {p}event_user_days WHERE experiment = ? GROUP BY user_id
+WITH exposed AS MATERIALIZED (
+    SELECT user_id, MIN(first_day) AS first_day FROM (
+        SELECT arm, user_id, MIN(day) AS first_day FROM {p}event_user_days WHERE experiment = ?
+        GROUP BY arm, user_id
+    ) AS per_arm
+    GROUP BY user_id
 ),
-pre AS (
-    SELECT x.user_id, SUM(u.impressions) AS ip, SUM(u.downloads) AS dp
-    FROM exposed AS x JOIN {p}event_user_days AS u ON u.user_id = x.user_id
-    WHERE u.day >= x.first_day - ? AND u.day < x.first_day
-    GROUP BY x.user_id
+pre AS MATERIALIZED (
+    SELECT u.user_id, SUM(u.impressions) AS ip, SUM(u.downloads) AS dp
+    FROM {p}event_user_days AS u CROSS JOIN exposed AS x
+    WHERE x.user_id = u.user_id AND u.day >= x.first_day - ? AND u.day < x.first_day
+    GROUP BY u.user_id
 ),
 running AS (
-    SELECT arm, user_id, day, impressions AS i, downloads AS d,
-           SUM(impressions) OVER w AS ci, SUM(downloads) OVER w AS cd, ROW_NUMBER() OVER w AS k
-    FROM {p}event_user_days WHERE experiment = ? AND day >= ? AND day <= ?
-    WINDOW w AS (PARTITION BY arm, user_id ORDER BY day)
-),
-joined AS (
-    SELECT r.arm, r.day, r.i, r.d, r.ci, r.cd, CASE WHEN r.k = 1 THEN 1 ELSE 0 END AS is_first,
+    SELECT e.arm, e.day, e.impressions AS i, e.downloads AS d,
+           SUM(e.impressions) OVER w AS ci, SUM(e.downloads) OVER w AS cd,
            CASE WHEN p.user_id IS NULL THEN 0 ELSE 1 END AS has_pre,
            COALESCE(p.ip, 0) AS ip, COALESCE(p.dp, 0) AS dp
-    FROM running AS r LEFT JOIN pre AS p ON p.user_id = r.user_id
+    FROM {p}event_user_days AS e LEFT JOIN pre AS p ON p.user_id = e.user_id
+    WHERE e.experiment = ? AND e.day >= ? AND e.day <= ?
+    WINDOW w AS (PARTITION BY e.arm, e.user_id ORDER BY e.day ROWS UNBOUNDED PRECEDING)
+),
+flagged AS (
+    SELECT running.*, CASE WHEN ci = i AND cd = d THEN 1 ELSE 0 END AS is_first FROM running
 )
 SELECT arm, day,
        COUNT(*), SUM(i), SUM(d), SUM(i * i), SUM(d * d), SUM(i * d),
@@ -60,7 +68,7 @@ SELECT arm, day,
        SUM(d * dp), SUM(d * ip),
        SUM(ci * ci - (ci - i) * (ci - i)), SUM(i * dp), SUM(i * ip),
        SUM(is_first * dp * dp), SUM(is_first * dp * ip), SUM(is_first * ip * ip)
-FROM joined
+FROM flagged
 GROUP BY arm, day
 ORDER BY arm, day
 """
