@@ -72,7 +72,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("console")
     encoder = fit_frappe_encoder()
@@ -103,8 +103,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         process.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in this thread until
+    it stops, and later tests that call ``asyncio.run`` must not find it."""
     require(CHROMIUM.is_file(), f"chromium at {CHROMIUM} (make tools installs it)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
