@@ -47,7 +47,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     APPRANK_PORT=8000 \
     APPRANK_WORKERS=2 \
     APPRANK_DATABASE_URL=sqlite:////data/apprank.db \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/apprank-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/apprank-metrics \
+    MPLCONFIGDIR=/tmp/apprank-matplotlib
 WORKDIR /data
 # The SQLite store lives here when no PostgreSQL URL is given; mount a volume to keep it.
 VOLUME ["/data"]

@@ -10,16 +10,28 @@ PORT ?= 8000
 
 .PHONY: venv tools test lint typecheck unit run demo bench clean
 
+# gbstats (GrowthBook's stats engine, the report tests' reference) is installed without its dependencies:
+# its metadata caps numpy and pandas below 2 (the project pins newer ones), and the modules the tests use
+# need only numpy, scipy and pydantic.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,serve,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps gbstats==0.8.0
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# promtool and prometheus (Debian package `prometheus`) for tests/deploy; installed when missing and root.
+# promtool and prometheus (Debian package `prometheus`) for tests/deploy, and chromium for the console's
+# browser tests (Playwright drives Debian's build: it cannot download its own); installed when missing and root.
 tools:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	    else \
+	        echo "tests/service/console need chromium: sudo apt-get install -y chromium" >&2; \
+	    fi; \
+	fi
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
 	    if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \

@@ -93,16 +93,32 @@ def _arms_table(report: ExperimentReport) -> Table:
 def _lifts_table(report: ExperimentReport) -> Table:
     from rich.table import Table
 
-    table = Table(title=f"lift over {report.control}")
-    for column in ("arm", "metric", "lift [95% CI]", "p-value", "significant"):
+    table = Table(
+        title=f"lift over {report.control} (decision: always-valid p, CUPED where it applies, Holm)"
+    )
+    columns = (
+        "arm",
+        "metric",
+        "lift [95% CI]",
+        "p",
+        "always-valid CI",
+        "CUPED lift [always-valid CI]",
+        "verdict",
+    )
+    for column in columns:
         table.add_column(column)
     for lift in report.lifts:
+        cuped = lift.cuped
         table.add_row(
             lift.arm,
             lift.metric,
             _with_ci(lift.lift, lift.ci.low, lift.ci.high, 100, "%"),
             "-" if lift.p_value is None else f"{lift.p_value:.3g}",
-            "yes" if lift.significant else "no",
+            _with_ci(lift.lift, lift.sequential_ci.low, lift.sequential_ci.high, 100, "%"),
+            "-"
+            if cuped is None
+            else _with_ci(cuped.lift, cuped.sequential_ci.low, cuped.sequential_ci.high, 100, "%"),
+            "[green]conclusive[/green]" if lift.conclusive else "keep running",
         )
     return table
 

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api_models import rank_request_doc
 from service.auth import AdminTokens, AuthError
+from service.console import mount_console
 from service.db import Database
 from service.errors import RequestError, UnavailableError
 from service.experiments.admin import ExperimentAdmin
@@ -110,6 +111,7 @@ def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink 
     app.include_router(models_router)
     app.include_router(experiments_router)
     app.include_router(health_router)
+    mount_console(app)
     _add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)

@@ -1,15 +1,16 @@
-"""Building the ``ExperimentReport`` from the store's per-arm sums (O(arms x days) arithmetic here)."""
+"""Building the ``ExperimentReport`` from the store's per-(arm, day) sums (O(arms x days) arithmetic here)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
 
-from service.events.models import ArmDaySums
+from service.report.compare import METRICS, compare_arms, thetas
 from service.report.models import (
+    Analysis,
     ArmReport,
+    CupedMetric,
     DayArm,
     DayReport,
     ExperimentReport,
@@ -18,12 +19,15 @@ from service.report.models import (
     Metric,
     SrmCheck,
 )
+from service.report.sequential import SequentialDesign
 from service.report.stats import Estimate, UserSums, mean_estimate, ratio_estimate, relative_lift, srm_test
+from service.report.sums import ArmDay, ArmHistory, Moments, ReportStore, accumulate, read_arm_days
 
 SRM_THRESHOLD = 0.001
 SIGNIFICANCE = 0.05
 EPOCH = date(1970, 1, 1)
 LAST_DAY = 2_932_896  # 9999-12-31
+CUPED_LOOKBACK_DAYS = 14  # GrowthBook's default pre-period
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,16 @@ class ExperimentArms:
             raise ValueError(f"control {self.control!r} is not one of the arms {list(self.weights)}")
 
 
-class ArmSumsSource(Protocol):
-    """Where per-arm user sums come from (the event store)."""
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """The always-valid design (level, tuning) and the CUPED pre-period (0 days: CUPED off)."""
 
-    def arm_sums(self, experiment: str, first_day: int, last_day: int) -> list[ArmDaySums]: ...
+    design: SequentialDesign = field(default_factory=SequentialDesign)
+    cuped_lookback_days: int = CUPED_LOOKBACK_DAYS
+
+    def __post_init__(self) -> None:
+        if self.cuped_lookback_days < 0:
+            raise ValueError(f"cuped_lookback_days must be >= 0, got {self.cuped_lookback_days}")
 
 
 def day_number(day: date) -> int:
@@ -51,21 +61,25 @@ def day_number(day: date) -> int:
 
 
 def build_report(
-    source: ArmSumsSource,
+    source: ReportStore,
     experiment: ExperimentArms,
     start: date | None = None,
     end: date | None = None,
     now: datetime | None = None,
+    options: AnalysisOptions | None = None,
 ) -> ExperimentReport:
     """The report of ``experiment`` over the UTC days ``start`` to ``end`` (inclusive, None = open)."""
     if start is not None and end is not None and start > end:
         raise ValueError(f"start {start} is after end {end}")
+    options = options or AnalysisOptions()
     first = 0 if start is None else day_number(start)
     last = LAST_DAY if end is None else day_number(end)
-    rows = source.arm_sums(experiment.name, first, last)
-    overall = {row.arm: _sums(row) for row in rows if row.day is None}
+    rows = read_arm_days(source, experiment.name, first, last, options.cuped_lookback_days)
+    histories = accumulate(rows)
+    overall = {arm: history.moments[-1] for arm, history in histories.items()}
     arms = list(experiment.weights) + sorted(set(overall) - set(experiment.weights))
-    estimates = {arm: _estimates(overall.get(arm)) for arm in arms}
+    pooled = thetas(overall, options.cuped_lookback_days > 0)
+    design = options.design
     return ExperimentReport(
         experiment=experiment.name,
         control=experiment.control,
@@ -73,15 +87,25 @@ def build_report(
         end=end,
         generated_at=now or datetime.now(UTC),
         confidence=0.95,
-        arms=[_arm_report(arm, experiment, overall.get(arm), estimates[arm]) for arm in arms],
-        lifts=_lifts(arms, experiment.control, estimates),
-        srm=srm_check({arm: sums.n for arm, sums in overall.items()}, experiment.weights),
-        daily=_daily(rows, experiment, arms),
+        arms=[_arm_report(arm, experiment, overall.get(arm), design) for arm in arms],
+        lifts=compare_arms(overall, arms, experiment.control, design, pooled),
+        srm=srm_check({arm: moments.n for arm, moments in overall.items()}, experiment.weights),
+        daily=_daily(rows, histories, experiment, arms, options),
+        analysis=Analysis(
+            alpha=design.alpha,
+            sequential_tuning_users=design.tuning_users,
+            cuped_lookback_days=options.cuped_lookback_days,
+            cuped=[
+                CupedMetric(
+                    metric=metric,
+                    applied=pooled[metric].applied,
+                    theta=pooled[metric].theta,
+                    variance_reduction=pooled[metric].variance_reduction,
+                )
+                for metric in METRICS
+            ],
+        ),
     )
-
-
-def _sums(row: ArmDaySums) -> UserSums:
-    return UserSums(row.users, row.impressions, row.downloads, row.sum_ii, row.sum_dd, row.sum_id)
 
 
 def _estimates(sums: UserSums | None) -> dict[Metric, Estimate]:
@@ -89,43 +113,47 @@ def _estimates(sums: UserSums | None) -> dict[Metric, Estimate]:
     return {"ctr": ratio_estimate(sums), "cvr": mean_estimate(sums)}
 
 
-def _interval(estimate: Estimate) -> Interval:
-    low, high = estimate.interval()
-    return Interval(low=low, high=high)
+def _interval(bounds: tuple[float | None, float | None]) -> Interval:
+    return Interval(low=bounds[0], high=bounds[1])
 
 
 def _arm_report(
-    arm: str, experiment: ExperimentArms, sums: UserSums | None, estimates: Mapping[Metric, Estimate]
+    arm: str, experiment: ExperimentArms, moments: Moments | None, design: SequentialDesign
 ) -> ArmReport:
+    moments = moments or Moments.zero()
+    sums = moments.user_sums()
+    estimates = _estimates(sums)
     ctr, cvr = estimates["ctr"], estimates["cvr"]
     return ArmReport(
         arm=arm,
         control=arm == experiment.control,
         weight=experiment.weights.get(arm),
-        users=0 if sums is None else sums.n,
-        impressions=0 if sums is None else int(sums.s_i),
-        downloads=0 if sums is None else int(sums.s_d),
+        users=sums.n,
+        impressions=int(sums.s_i),
+        downloads=int(sums.s_d),
         ctr=ctr.value,
         ctr_se=ctr.se,
-        ctr_ci=_interval(ctr),
+        ctr_ci=_interval(ctr.interval()),
         cvr=cvr.value,
         cvr_se=cvr.se,
-        cvr_ci=_interval(cvr),
+        cvr_ci=_interval(cvr.interval()),
+        ctr_sequential_ci=_interval(design.interval(ctr, sums.n)),
+        cvr_sequential_ci=_interval(design.interval(cvr, sums.n)),
+        users_with_history=moments.with_history,
     )
 
 
-def _lifts(
+def _day_lifts(
     arms: Sequence[str], control: str, estimates: Mapping[str, Mapping[Metric, Estimate]]
 ) -> list[Lift]:
-    """The CTR and CVR lift of every non-control arm over the control."""
+    """That day's own CTR and CVR lift of every non-control arm (fixed-horizon only)."""
     lifts: list[Lift] = []
     for arm in arms:
         if arm == control:
             continue
-        for metric in ("ctr", "cvr"):
+        for metric in METRICS:
             treated, baseline = estimates[arm][metric], estimates[control][metric]
             lift = relative_lift(treated, baseline)
-            low, high = lift.interval()
             lifts.append(
                 Lift(
                     arm=arm,
@@ -134,7 +162,7 @@ def _lifts(
                     arm_value=treated.value,
                     lift=lift.lift,
                     se=lift.se,
-                    ci=Interval(low=low, high=high),
+                    ci=_interval(lift.interval()),
                     p_value=lift.p_value,
                     significant=lift.p_value is not None and lift.p_value < SIGNIFICANCE,
                 )
@@ -165,12 +193,20 @@ def srm_check(observed: Mapping[str, int], weights: Mapping[str, float]) -> SrmC
     )
 
 
-def _daily(rows: Sequence[ArmDaySums], experiment: ExperimentArms, arms: Sequence[str]) -> list[DayReport]:
-    """Per UTC day: per-arm counts, CTR and CVR, and the lifts over the control (users of that day)."""
+def _daily(
+    rows: Sequence[ArmDay],
+    histories: Mapping[str, ArmHistory],
+    experiment: ExperimentArms,
+    arms: Sequence[str],
+    options: AnalysisOptions,
+) -> list[DayReport]:
+    """Per UTC day: that day's own figures, and the cumulative lifts as they stood at its end."""
     by_day: dict[int, dict[str, UserSums]] = {}
     for row in rows:
-        if row.day is not None:
-            by_day.setdefault(row.day, {})[row.arm] = _sums(row)
+        own = row.own
+        by_day.setdefault(row.day, {})[row.arm] = UserSums(
+            own.users, own.impressions, own.downloads, own.sum_ii, own.sum_dd, own.sum_id
+        )
     reports: list[DayReport] = []
     for day in sorted(by_day):
         sums = by_day[day]
@@ -188,6 +224,14 @@ def _daily(rows: Sequence[ArmDaySums], experiment: ExperimentArms, arms: Sequenc
             for arm in present
             if arm in sums
         ]
-        lifts = _lifts(present, experiment.control, estimates)
-        reports.append(DayReport(day=EPOCH + timedelta(days=day), arms=day_arms, lifts=lifts))
+        as_of = {arm: history.as_of(day) for arm, history in histories.items()}
+        pooled = thetas(as_of, options.cuped_lookback_days > 0)
+        reports.append(
+            DayReport(
+                day=EPOCH + timedelta(days=day),
+                arms=day_arms,
+                lifts=_day_lifts(present, experiment.control, estimates),
+                cumulative=compare_arms(as_of, arms, experiment.control, options.design, pooled),
+            )
+        )
     return reports

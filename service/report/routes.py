@@ -15,9 +15,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from service.events.log import EventLog
 from service.events.routes import get_event_log
-from service.report.build import ExperimentArms, build_report
-from service.report.chart import chart_available, render_daily_chart
+from service.report.build import CUPED_LOOKBACK_DAYS, AnalysisOptions, ExperimentArms, build_report
+from service.report.chart import ChartFormat, chart_available, render_daily_chart
 from service.report.models import ExperimentReport
+from service.report.sequential import DEFAULT_TUNING_USERS, SequentialDesign
 
 ExperimentLookup = Callable[[str], ExperimentArms | None]
 
@@ -58,40 +59,79 @@ def lookup_from_store(store: _ExperimentSource) -> ExperimentLookup:
     return lookup
 
 
+StartDay = Annotated[date | None, Query(description="first UTC day, inclusive")]
+EndDay = Annotated[date | None, Query(description="last UTC day, inclusive")]
+Lookback = Annotated[
+    int,
+    Query(ge=0, le=365, description="CUPED pre-period: days before each user's first day (0: off)"),
+]
+Tuning = Annotated[
+    float,
+    Query(gt=0, le=1e9, description="users at which the always-valid interval is tightest"),
+]
+
+
 def report_router(lookup: ExperimentLookup) -> APIRouter:
     """The report routes; ``lookup`` finds an experiment's definition by name."""
     router = APIRouter(tags=["report"])
 
-    def report(name: str, start: date | None, end: date | None, event_log: EventLog) -> ExperimentReport:
+    def report(
+        name: str,
+        start: date | None,
+        end: date | None,
+        event_log: EventLog,
+        options: AnalysisOptions | None = None,
+    ) -> ExperimentReport:
         experiment = lookup(name)
         if experiment is None:
             raise HTTPException(404, detail={"field": "name", "reason": f"unknown experiment {name!r}"})
         if start is not None and end is not None and start > end:
             raise HTTPException(422, detail={"field": "start", "reason": f"start {start} is after end {end}"})
-        return build_report(event_log.store, experiment, start, end)
+        return build_report(event_log.store, experiment, start, end, options=options)
 
     @router.get("/experiments/{name}/report", response_model=ExperimentReport)
     def get_report(
         name: str,
         event_log: Annotated[EventLog, Depends(get_event_log)],
-        start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
-        end: Annotated[date | None, Query(description="last UTC day, inclusive")] = None,
+        start: StartDay = None,
+        end: EndDay = None,
+        cuped_lookback_days: Lookback = CUPED_LOOKBACK_DAYS,
+        sequential_tuning_users: Tuning = DEFAULT_TUNING_USERS,
     ) -> ExperimentReport:
-        """Per-arm CTR and CVR with 95 % intervals, lifts over the control, SRM check, daily breakdown."""
-        return report(name, start, end, event_log)
+        """Per-arm CTR and CVR with fixed-horizon and always-valid intervals, CUPED lifts over the control
+        with a Holm-corrected decision, SRM check, daily breakdown."""
+        design = SequentialDesign(tuning_users=sequential_tuning_users)
+        options = AnalysisOptions(design=design, cuped_lookback_days=cuped_lookback_days)
+        return report(name, start, end, event_log, options)
+
+    def chart(
+        name: str, start: date | None, end: date | None, event_log: EventLog, fmt: ChartFormat
+    ) -> Response:
+        if not chart_available():
+            raise HTTPException(
+                501, detail={"field": "", "reason": "charts need matplotlib (the serve extra)"}
+            )
+        body = render_daily_chart(report(name, start, end, event_log), fmt)
+        return Response(body, media_type="image/png" if fmt == "png" else "image/svg+xml")
 
     @router.get("/experiments/{name}/report.png", responses={200: {"content": {"image/png": {}}}})
     def get_report_chart(
         name: str,
         event_log: Annotated[EventLog, Depends(get_event_log)],
-        start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
-        end: Annotated[date | None, Query(description="last UTC day, inclusive")] = None,
+        start: StartDay = None,
+        end: EndDay = None,
     ) -> Response:
-        """The daily CTR and CVR lift chart (501 when matplotlib is not installed)."""
-        if not chart_available():
-            raise HTTPException(
-                501, detail={"field": "", "reason": "charts need matplotlib (the train extra)"}
-            )
-        return Response(render_daily_chart(report(name, start, end, event_log)), media_type="image/png")
+        """The daily CTR and CVR lift chart as PNG."""
+        return chart(name, start, end, event_log, "png")
+
+    @router.get("/experiments/{name}/report.svg", responses={200: {"content": {"image/svg+xml": {}}}})
+    def get_report_svg(
+        name: str,
+        event_log: Annotated[EventLog, Depends(get_event_log)],
+        start: StartDay = None,
+        end: EndDay = None,
+    ) -> Response:
+        """The daily CTR and CVR lift chart as SVG (what the web console shows)."""
+        return chart(name, start, end, event_log, "svg")
 
     return router

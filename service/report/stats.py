@@ -98,16 +98,29 @@ def mean_estimate(s: UserSums) -> Estimate:
     return Estimate(mean, math.sqrt(var_d / s.n))
 
 
-def relative_lift(treatment: Estimate, control: Estimate) -> LiftEstimate:
-    """t / c - 1 with its delta-method standard error, and the p-value of t = c."""
+def relative_lift(
+    treatment: Estimate,
+    control: Estimate,
+    raw_treatment: float | None = None,
+    raw_control: float | None = None,
+) -> LiftEstimate:
+    """(t - c) / c with its delta-method standard error, and the p-value of t = c.
+
+    ``raw_treatment`` and ``raw_control`` are the unadjusted values when ``treatment`` and ``control``
+    are CUPED-adjusted: the lift is then relative to the unadjusted control, and its variance uses the
+    unadjusted values where the delta method has the means (as gbstats does). Without them this is
+    t / c - 1.
+    """
     t, c = treatment.value, control.value
-    if t is None or c is None or c == 0:
+    t_raw = t if raw_treatment is None else raw_treatment
+    c_raw = c if raw_control is None else raw_control
+    if t is None or c is None or t_raw is None or not c_raw:
         return LiftEstimate(None, None, None)
-    lift = t / c - 1.0
+    lift = (t - c) / c_raw
     if treatment.se is None or control.se is None:
         return LiftEstimate(lift, None, None)
     var_t, var_c = treatment.se**2, control.se**2
-    se = math.sqrt(var_t / c**2 + t * t * var_c / c**4)
+    se = math.sqrt(var_t / c_raw**2 + t_raw * t_raw * var_c / c_raw**4)
     diff_se = math.sqrt(var_t + var_c)
     if diff_se == 0:
         p_value = 1.0 if t == c else 0.0

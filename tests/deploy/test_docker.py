@@ -124,6 +124,17 @@ def test_gpu_image_runs_onnxruntime_gpu_on_cuda() -> None:
     assert "CUDAExecutionProvider" in runs
 
 
+def test_serving_image_draws_the_report_chart_and_ships_the_console(image: Dockerfile) -> None:
+    """report.png and the console's SVG need matplotlib (the serve extra) and a writable config dir for
+    its font cache (the user has no home); the console's files are package data of ``service``."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    serve = project["project"]["optional-dependencies"]["serve"]
+    assert any(requirement.startswith("matplotlib==") for requirement in serve)
+    assert image.env(image.stages[-1])["MPLCONFIGDIR"].startswith("/tmp/")
+    package_data = project["tool"]["setuptools"]["package-data"]["service.console"]
+    assert package_data == ["static/*"] and (REPO / "service" / "console" / "static" / "index.html").is_file()
+
+
 def test_pyproject_serving_extras_pull_no_torch() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     serving = project["dependencies"] + project["optional-dependencies"]["serve"]
