@@ -179,12 +179,6 @@ class FeatureEncoder:
                 raise ValueError(f"{name}: {error}") from None
         return encoded
 
-    def transform_one(self, row: Mapping[str, Any], names: tuple[str, ...]) -> Encoded:
-        """Encode a single row of the named fields (used for the user and context of a request)."""
-        columns = {name: _one_row(row[name]) for name in names if name in row}
-        encoded = self.transform(columns, 1)
-        return {name: encoded[name] for name in names}
-
     def _all_missing(self, state: FieldState, num_rows: int) -> npt.NDArray[Any]:
         if isinstance(state, ContinuousState):
             return np.zeros(num_rows, dtype=np.float32)
@@ -241,12 +235,6 @@ class FeatureEncoder:
     @classmethod
     def load(cls, schema: FeatureSchema, path: Path) -> FeatureEncoder:
         return cls.from_state(schema, json.loads(path.read_text()))
-
-
-def _one_row(value: Any) -> npt.NDArray[Any]:
-    out = np.empty(1, dtype=object)
-    out[0] = value
-    return out
 
 
 def unknown_counts(encoded: Encoded, layout: InputLayout) -> dict[str, tuple[int, int]]:

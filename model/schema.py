@@ -49,9 +49,6 @@ class NumericTransform(StrEnum):
     QUANTILE_BUCKET = "quantile_bucket"  # equal-frequency buckets fitted on the training data
 
 
-BUCKETED_TRANSFORMS = frozenset({NumericTransform.LOG_BUCKET, NumericTransform.QUANTILE_BUCKET})
-
-
 class FeatureSpec(BaseModel):
     """One field of the schema.
 
@@ -109,11 +106,6 @@ class FeatureSpec(BaseModel):
     def raw_column(self) -> str:
         """Name of the column in raw files."""
         return self.column or self.name
-
-    @property
-    def is_continuous(self) -> bool:
-        """True when the encoded value is a float (an embedding scaled by it), not an index."""
-        return self.kind is FeatureKind.NUMERIC and self.transform not in BUCKETED_TRANSFORMS
 
 
 class FeatureSchema(BaseModel):

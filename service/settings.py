@@ -29,7 +29,6 @@ class ServiceSettings(BaseSettings):
         ort_intra_op_threads, ort_inter_op_threads: ONNX Runtime thread pools (1 suits one process per core).
         item_cache_size: apps per model and worker whose encoded item features are kept, so that a
             candidate seen before with the same features is not encoded again (``ItemCache``; 0: off).
-            About 1 KB per app.
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
         event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
@@ -38,9 +37,8 @@ class ServiceSettings(BaseSettings):
             clock (300 s; simulations that back-date events to past days widen it).
         gil_switch_interval_s: ``sys.setswitchinterval`` of the worker. The served-list writer thread
             runs Python between its SQL steps; at the interpreter's 5 ms default the request thread
-            waits up to 5 ms for the GIL each time it comes back from the network or ONNX Runtime
-            while a batch is written (/rank at 1 connection with served-list logging: p99 5.9-7.1 ms
-            at 5 ms, 4.5-4.7 ms at 1 ms, for about 0.07 ms more at p50).
+            waits up to that long for the GIL each time it comes back from the network or ONNX Runtime
+            while a batch is written, which shows in /rank's tail latency (README, "Figures").
     """
 
     model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")

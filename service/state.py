@@ -36,9 +36,3 @@ def get_state(request: Request) -> ServiceState:
     """Dependency: the app's ServiceState."""
     state: ServiceState = request.app.state.service
     return state
-
-
-def get_settings(request: Request) -> ServiceSettings:
-    """Dependency: the app's settings."""
-    settings: ServiceSettings = request.app.state.settings
-    return settings

@@ -14,11 +14,11 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def data_root() -> Path:
-    """The real datasets, never copied here: $APPRANK_DATA_DIR, else ``shared/data`` beside the checkout
-    or beside one of its parents (a CI clone may live deeper), else the workplace's /work/shared/data."""
+    """The real datasets, never copied here: $APPRANK_DATA_DIR, else ``../shared/data`` beside the checkout
+    (or beside a folder above it: a git worktree or a CI clone may live deeper)."""
     if "APPRANK_DATA_DIR" in os.environ:
         return Path(os.environ["APPRANK_DATA_DIR"])
-    candidates = [parent / "shared" / "data" for parent in REPO.parents] + [Path("/work/shared/data")]
+    candidates = [parent / "shared" / "data" for parent in REPO.parents]
     return next((path for path in candidates if (path / "README.md").is_file()), candidates[0])
 
 

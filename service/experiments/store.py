@@ -46,10 +46,6 @@ def migrations(prefix: str) -> list[Migration]:
     ]
 
 
-class ConflictError(Exception):
-    """A change was refused because of the stored state (the message says why)."""
-
-
 Change = Callable[[Experiment | None], Experiment]
 
 

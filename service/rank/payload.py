@@ -5,8 +5,9 @@ checked in C while decoding, and the structs are cheaper to make than dicts), th
 that types cannot express (lengths, duplicate app_ids, bids >= 0, limits) over whole columns. Whenever
 the fast path meets anything it does not accept, whatever the reason, the request goes through the
 slow path, which alone decides what is wrong and says so: orjson parses, and the checks run over whole
-columns (``set(map(type, column))``, numpy) instead of a pydantic model per candidate, which costs
-~3 ms for 1,000 candidates. Every failure is a ``RequestError`` naming the field path and the reason.
+columns (``set(map(type, column))``, numpy) instead of a pydantic model per candidate, which would
+cost more than the model itself at a thousand candidates. Every failure is a ``RequestError`` naming
+the field path and the reason.
 Bodies orjson refuses are parsed again by the standard library only to find a NaN, an Infinity or an
 out-of-range number and name its field; anything else is malformed JSON (400).
 
