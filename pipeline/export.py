@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 from model.bundle import SCHEMA, read_manifest
 from model.columns import as_category_strings, as_float
+from model.files import save_schema_yaml, schema_sibling
 from model.schema import FeatureKind, FeatureSchema, FeatureSpec, Source
 from service.events.rows import LabeledRow
 from service.events.store import EventStore
@@ -45,11 +45,6 @@ class ExportSummary:
     models: list[tuple[str, str]]
 
 
-def schema_sibling(path: Path) -> Path:
-    """``X.schema.yaml`` beside ``X.csv`` or ``X.parquet``."""
-    return path.with_name(f"{path.stem}.schema.yaml")
-
-
 def schema_from_bundles(models: Sequence[tuple[str, str]], models_dir: Path) -> FeatureSchema:
     """The one schema of the bundles that served (``models_dir/<model>``); they must agree."""
     if not models:
@@ -70,11 +65,6 @@ def schema_from_bundles(models: Sequence[tuple[str, str]], models_dir: Path) -> 
             f"models {sorted(schemas)} have different schemas; export one arm's model with --schema"
         )
     return next(iter(schemas.values()))
-
-
-def save_schema_yaml(schema: FeatureSchema, path: Path) -> None:
-    """The schema as YAML, as the training readers expect it beside the data."""
-    path.write_text(yaml.safe_dump(schema.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
 
 
 def raw_value(row: LabeledRow, spec: FeatureSpec, schema: FeatureSchema) -> Any:

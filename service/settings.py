@@ -1,4 +1,8 @@
-"""Service settings: every knob comes from ``APPRANK_*`` environment variables (pydantic-settings)."""
+"""Service settings: every knob comes from ``APPRANK_*`` environment variables (pydantic-settings).
+
+The service and the CLIs (``apprank serve``, ``report``, ``export-training``, ``purge-events``, ``run``)
+read them through ``ServiceSettings``; a CLI option, when given, overrides its setting.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
+# The defaults that library classes and CLIs share with the settings (written once, here).
+DEFAULT_DATABASE_URL = "sqlite:///var/apprank.db"
+DEFAULT_TABLE_PREFIX = "apprank_"
+DEFAULT_EVENT_CLOCK_SKEW_S = 300.0
 
 
 class ServiceSettings(BaseSettings):
@@ -44,8 +52,8 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")
 
     models_dir: Path = Path("models")
-    database_url: str = "sqlite:///var/apprank.db"
-    table_prefix: str = "apprank_"
+    database_url: str = DEFAULT_DATABASE_URL
+    table_prefix: str = DEFAULT_TABLE_PREFIX
     admin_token: SecretStr | None = None
     max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 2_000
     max_body_bytes: Annotated[int, Field(ge=1_024)] = 4 * 1024 * 1024
@@ -59,7 +67,7 @@ class ServiceSettings(BaseSettings):
     experiments_file: Path | None = None
     event_log: bool = True
     event_retention_days: Annotated[int, Field(ge=1)] | None = None
-    event_clock_skew_s: Annotated[float, Field(ge=0.0)] = 300.0
+    event_clock_skew_s: Annotated[float, Field(ge=0.0)] = DEFAULT_EVENT_CLOCK_SKEW_S
     gil_switch_interval_s: Annotated[float, Field(ge=0.0001, le=0.1)] = 0.001
 
     @field_validator("table_prefix")

@@ -1,7 +1,7 @@
 """``GET /experiments/{name}/report`` (JSON) and ``GET /experiments/{name}/report.png`` (the chart).
 
-The router reads the event store from ``app.state.event_log`` (as ``events_router`` does) and gets an
-experiment's arms, weights and control from an ``ExperimentLookup`` given to the factory, so it does
+The factory is given two FastAPI dependencies: one yields the ``EventLog`` (as ``events_router``'s does),
+the other an ``ExperimentLookup`` (an experiment's arms, weights and control by name), so the report does
 not depend on how experiments are stored. ``lookup_from_store`` adapts the service's experiment store.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
+from service.errors import RequestError, documented
 from service.events.log import EventLog
-from service.events.routes import get_event_log
 from service.report.build import ExperimentArms, build_report
 from service.report.chart import chart_available, render_daily_chart
 from service.report.models import ExperimentReport
@@ -58,40 +58,47 @@ def lookup_from_store(store: _ExperimentSource) -> ExperimentLookup:
     return lookup
 
 
-def report_router(lookup: ExperimentLookup) -> APIRouter:
-    """The report routes; ``lookup`` finds an experiment's definition by name."""
+def report_router(
+    event_log: Callable[..., EventLog], experiments: Callable[..., ExperimentLookup]
+) -> APIRouter:
+    """The report routes, over the event log and experiment lookup those dependencies yield."""
     router = APIRouter(tags=["report"])
 
-    def report(name: str, start: date | None, end: date | None, event_log: EventLog) -> ExperimentReport:
+    def report(
+        name: str, start: date | None, end: date | None, log: EventLog, lookup: ExperimentLookup
+    ) -> ExperimentReport:
         experiment = lookup(name)
         if experiment is None:
-            raise HTTPException(404, detail={"field": "name", "reason": f"unknown experiment {name!r}"})
+            raise RequestError.at(("path", "name"), f"unknown experiment {name!r}", "not_found", 404)
         if start is not None and end is not None and start > end:
-            raise HTTPException(422, detail={"field": "start", "reason": f"start {start} is after end {end}"})
-        return build_report(event_log.store, experiment, start, end)
+            raise RequestError.at(("query", "start"), f"start {start} is after end {end}", "date_order")
+        return build_report(log.store, experiment, start, end)
 
-    @router.get("/experiments/{name}/report", response_model=ExperimentReport)
+    @router.get("/experiments/{name}/report", response_model=ExperimentReport, responses=documented(404, 422))
     def get_report(
         name: str,
-        event_log: Annotated[EventLog, Depends(get_event_log)],
         start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
         end: Annotated[date | None, Query(description="last UTC day, inclusive")] = None,
+        log: EventLog = Depends(event_log),  # noqa: B008 - the dependency is the factory's argument
+        lookup: ExperimentLookup = Depends(experiments),  # noqa: B008
     ) -> ExperimentReport:
         """Per-arm CTR and CVR with 95 % intervals, lifts over the control, SRM check, daily breakdown."""
-        return report(name, start, end, event_log)
+        return report(name, start, end, log, lookup)
 
-    @router.get("/experiments/{name}/report.png", responses={200: {"content": {"image/png": {}}}})
+    @router.get(
+        "/experiments/{name}/report.png",
+        responses={200: {"content": {"image/png": {}}}, **documented(404, 422, 501)},
+    )
     def get_report_chart(
         name: str,
-        event_log: Annotated[EventLog, Depends(get_event_log)],
         start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
         end: Annotated[date | None, Query(description="last UTC day, inclusive")] = None,
+        log: EventLog = Depends(event_log),  # noqa: B008 - the dependency is the factory's argument
+        lookup: ExperimentLookup = Depends(experiments),  # noqa: B008
     ) -> Response:
         """The daily CTR and CVR lift chart (501 when matplotlib is not installed)."""
         if not chart_available():
-            raise HTTPException(
-                501, detail={"field": "", "reason": "charts need matplotlib (the train extra)"}
-            )
-        return Response(render_daily_chart(report(name, start, end, event_log)), media_type="image/png")
+            raise RequestError.at((), "charts need matplotlib (the train extra)", "not_installed", 501)
+        return Response(render_daily_chart(report(name, start, end, log, lookup)), media_type="image/png")
 
     return router

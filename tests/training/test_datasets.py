@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.files import save_schema_yaml
 from model.schema import FeatureSchema
 from tests.training.conftest import WriteFile
 from training.datasets import (
@@ -28,7 +29,6 @@ from training.readers import (
     LibsvmReader,
     ParquetReader,
     read_all,
-    save_schema_yaml,
     write_table,
 )
 

@@ -16,22 +16,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-import yaml
 
 from model.columns import as_category_strings, as_float
+from model.files import save_schema_yaml, schema_sibling
 from model.schema import FeatureKind, FeatureSchema
 from training.readers.base import Chunk
-
-
-def schema_sibling(path: Path) -> Path:
-    """``X.schema.yaml`` beside ``X.csv`` (or ``X.parquet``)."""
-    return path.with_name(f"{path.stem}.schema.yaml")
-
-
-def save_schema_yaml(schema: FeatureSchema, path: Path) -> None:
-    """Write a schema as YAML (``FeatureSchema.load`` reads it back)."""
-    text = yaml.safe_dump(schema.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
-    path.write_text(text)
 
 
 def chunk_table(
