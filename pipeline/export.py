@@ -73,10 +73,9 @@ def raw_value(row: LabeledRow, spec: FeatureSpec, schema: FeatureSchema) -> Any:
         row.user if spec.source is Source.USER else row.context if spec.source is Source.CONTEXT else row.item
     )
     value = source.get(spec.name)
-    if value is None and spec.name == schema.user_id_field:
-        return row.user_id
-    if value is None and spec.name == schema.item_id_field:
-        return row.app_id
+    filled_from = schema.filled_from(spec.name) if value is None else None
+    if filled_from is not None:
+        return row.user_id if filled_from == "user_id" else row.app_id
     return value
 
 

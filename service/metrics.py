@@ -139,6 +139,12 @@ class FeatureStats:
         with self._lock:
             self._counts += counts
 
+    def pending(self) -> dict[str, tuple[int, int, int]]:
+        """The counts not flushed yet, per field: (values, missing, out of vocabulary)."""
+        with self._lock:
+            counts = self._counts.copy()
+        return {name: (int(v), int(m), int(o)) for name, (v, m, o) in zip(self.names, counts.T, strict=True)}
+
     def flush(self) -> None:
         """Move the accumulated counts into the Prometheus counters."""
         with self._lock:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from apprank.bootstrap import BootstrapConfig, BootstrapResult, bootstrap
 
 REPO = Path(__file__).resolve().parent.parent
+_T = TypeVar("_T")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -20,6 +24,18 @@ def data_root() -> Path:
         return Path(os.environ["APPRANK_DATA_DIR"])
     candidates = [parent / "shared" / "data" for parent in REPO.parents]
     return next((path for path in candidates if (path / "README.md").is_file()), candidates[0])
+
+
+def wait_until(condition: Callable[[], _T | None], timeout: float, what: str, interval: float = 0.05) -> _T:
+    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` seconds pass (fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(interval)
 
 
 def require(condition: bool, what: str) -> None:
