@@ -39,7 +39,7 @@ class ServiceSettings(BaseSettings):
             candidate seen before with the same features is not encoded again (``ItemCache``; 0: off).
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
-        event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
+        event_log: build the event log (served lists, ``POST /events``, reports) into the app.
         event_retention_days: when set, served lists and events older than this are purged hourly.
         event_clock_skew_s: how far an event's time may precede its served list or follow the server's
             clock (300 s; simulations that back-date events to past days widen it).
