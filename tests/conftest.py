@@ -27,13 +27,15 @@ def data_root() -> Path:
 
 
 def wait_until(condition: Callable[[], _T | None], timeout: float, what: str, interval: float = 0.05) -> _T:
-    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` seconds pass (fail)."""
+    """Poll ``condition`` until it returns something truthy (returned); fail when an attempt that began
+    ``timeout`` seconds or more after the first one still finds nothing (a slow check is not cut short)."""
     deadline = time.monotonic() + timeout
     while True:
+        started = time.monotonic()
         value = condition()
         if value:
             return value
-        if time.monotonic() >= deadline:
+        if started >= deadline:
             pytest.fail(f"{what}: not within {timeout} s")
         time.sleep(interval)
 
