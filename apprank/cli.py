@@ -14,6 +14,7 @@ import typer
 # Modules with a ``register(app)`` function, in the order their commands are listed.
 COMMAND_MODULES: tuple[str, ...] = (
     "training.cli",
+    "training.tune_cli",
     "simulation.synth_cli",
     "service.cli",
     "pipeline.events_cli",
@@ -23,7 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 # The serving image installs only the `serve` extra: commands that need the training extras
 # (torch, pandas, pyarrow...) are left out there instead of breaking `apprank --help`.
-TRAINING_ONLY = frozenset({"training.cli", "simulation.synth_cli", "apprank.run", "simulation.simulate"})
+TRAINING_ONLY = frozenset(
+    {"training.cli", "training.tune_cli", "simulation.synth_cli", "apprank.run", "simulation.simulate"}
+)
 log = logging.getLogger(__name__)
 
 

@@ -38,7 +38,7 @@ LOG_TAIL_LINES = 30
 
 def has_deep_part(model: str) -> bool:
     """True for the models with an MLP (they accept ``hidden_units``, ``dropout``...)."""
-    return REGISTRY[model].params is DeepParams
+    return issubclass(REGISTRY[model].params, DeepParams)
 
 
 class RunFailed(RuntimeError):
@@ -56,6 +56,7 @@ class Run:
         sets: ``--set key=value`` overrides, in order.
         nproc: data-parallel processes (``--nproc``).
         env: extra environment variables for the child.
+        config: a YAML config (``--config``); its text is part of what identifies the run.
     """
 
     model: str
@@ -64,6 +65,7 @@ class Run:
     sets: tuple[str, ...] = ()
     nproc: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    config: Path | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -77,6 +79,8 @@ class Run:
         cmd = [sys.executable, "-m", "apprank", "train", "--model", self.model]
         # absolute: the child runs in the repository, the bench may have been started elsewhere
         cmd += ["--data", str(self.data.absolute()), "--out", str(self.out.absolute())]
+        if self.config is not None:
+            cmd += ["--config", str(self.config.absolute())]
         for item in self.sets:
             cmd += ["--set", item]
         if self.nproc > 1:
@@ -88,8 +92,13 @@ def is_done(run: Run) -> bool:
     """True when the run's bundle and its sidecar were written by the same command line."""
     if not (run.sidecar.is_file() and (run.out / "metrics.json").is_file()):
         return False
-    recorded: list[str] = json.loads(run.sidecar.read_text())["command"]
-    return _identity(recorded) == _identity(run.command())
+    sidecar = json.loads(run.sidecar.read_text())
+    recorded: list[str] = sidecar["command"]
+    return _identity(recorded) == _identity(run.command()) and sidecar.get("config") == _config_text(run)
+
+
+def _config_text(run: Run) -> str | None:
+    return run.config.read_text() if run.config is not None else None
 
 
 def _identity(command: list[str]) -> list[str]:
@@ -126,6 +135,7 @@ def execute(run: Run, *, resume: bool = True) -> dict[str, Any]:
     metrics: dict[str, Any] = json.loads((run.out / "metrics.json").read_text())
     metrics["wall_seconds"] = wall
     record = {"command": run.command(), "env": run.env, "wall_seconds": wall, "metrics": metrics}
+    record["config"] = _config_text(run)
     run.sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return metrics
 

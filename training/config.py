@@ -152,6 +152,28 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def with_values(config: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """``config`` with each dotted key of ``values`` (``optimizer.lr``, ``params.dropout``) replaced.
+
+    Raises:
+        ConfigError: a key or value the configuration refuses; the message names the key.
+    """
+    data = config.model_dump(mode="python")
+    for key, value in values.items():
+        _set_path(data, key, value)
+    return _validated(data)
+
+
+def _validated(data: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}" if where else message) from None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.sub=value`` -> (``key.sub``, YAML-typed value)."""
     key, sep, raw = text.partition("=")
@@ -191,10 +213,4 @@ def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = (), 
             _set_path(data, key, value)
         else:
             _set_path(data, f"params.{key}", value)  # hyperparameters may be set by their bare name
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {message}" if where else message) from None
+    return _validated(data)

@@ -10,7 +10,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +145,8 @@ class Trainer:
 
     With a ``DistContext`` the model is wrapped in DistributedDataParallel, each rank trains on its
     slice of every global batch, and rank 0's validation figures drive every rank's decisions.
+    ``on_epoch`` sees every epoch's log after validation; an exception it raises ends ``fit`` (a
+    hyper-parameter search prunes a trial that way).
     """
 
     def __init__(
@@ -153,7 +155,9 @@ class Trainer:
         config: TrainConfig,
         console: Console | None = None,
         context: DistContext | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None,
     ) -> None:
+        self.on_epoch = on_epoch
         self.model = model
         self.config = config
         self.console = console or Console(stderr=True)
@@ -252,6 +256,8 @@ class Trainer:
                 history.train_samples += len(train)
                 metrics = self._validate(valid)
                 entry = self._log_epoch(history, epoch, train_loss, metrics, seconds, len(train))
+                if self.on_epoch is not None:
+                    self.on_epoch(entry)
                 if metrics["auc"] > history.best_auc + config.early_stopping.min_delta:
                     history.best_auc, history.best_epoch, stale = metrics["auc"], epoch, 0
                     best_state = copy.deepcopy(self.model.state_dict())

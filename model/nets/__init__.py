@@ -2,7 +2,8 @@
 
 An explicit table, never a lookup by attribute name, so the set of servable models is visible here.
 Every entry is a composition of the same blocks (``model.nets.composed``); the comments name the
-model of the DeepFM paper (Guo et al., 2017) each one is.
+model of the DeepFM paper (Guo et al., 2017) each one is, then the lineage's later models
+(xDeepFM, AutoInt, DCN-V2).
 """
 
 from __future__ import annotations
@@ -11,13 +12,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
 from torch import nn
 
 from model.encoder import InputLayout
 from model.nets.blocks import ModelBatch
 from model.nets.composed import ComposedModel, Product, Recipe
-from model.nets.params import DeepParams, FMParams, LRParams
+from model.nets.params import (
+    AutoIntParams,
+    DCNV2Params,
+    DeepParams,
+    FMParams,
+    LRParams,
+    Params,
+    XDeepFMParams,
+)
 
 
 @dataclass(frozen=True)
@@ -26,12 +34,12 @@ class ModelSpec:
 
     name: str
     description: str
-    params: type[BaseModel]
+    params: type[Params]
     recipe: Recipe
     pretrain: str | None = None
 
 
-def _spec(name: str, description: str, params: type[BaseModel], recipe: Recipe, **extra: Any) -> ModelSpec:
+def _spec(name: str, description: str, params: type[Params], recipe: Recipe, **extra: Any) -> ModelSpec:
     return ModelSpec(name, description, params, recipe, **extra)
 
 
@@ -91,6 +99,24 @@ REGISTRY: Mapping[str, ModelSpec] = {
             "DeepFM-*P: FM sharing its embedding with a PNN*",
             DeepParams,
             _fm_with("both"),
+        ),
+        _spec(
+            "xdeepfm",
+            "xDeepFM: first order, a CIN and a DNN sharing one embedding",
+            XDeepFMParams,
+            Recipe(linear=True, deep="none", explicit="cin"),
+        ),
+        _spec(
+            "autoint",
+            "AutoInt: multi-head self-attention over the field embeddings (+ a DNN: AutoInt+)",
+            AutoIntParams,
+            Recipe(deep="none", explicit="attention"),
+        ),
+        _spec(
+            "dcnv2",
+            "DCN-V2: a full-rank cross network and a DNN in parallel over one embedding",
+            DCNV2Params,
+            Recipe(deep="none", explicit="cross"),
         ),
     )  # fmt: skip
 }

@@ -42,7 +42,7 @@ def perturbed(name: str, encoder: FeatureEncoder, seed: int) -> nn.Module:
     from model.nets.params import DeepParams
 
     torch.manual_seed(seed)
-    params = {"hidden_units": [32, 32]} if REGISTRY[name].params is DeepParams else {}
+    params = {"hidden_units": [32, 32]} if issubclass(REGISTRY[name].params, DeepParams) else {}
     model = build_model(name, encoder.layout, params)
     with torch.no_grad():
         for parameter in model.parameters():

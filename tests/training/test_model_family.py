@@ -37,7 +37,7 @@ FIELDS, DIM = 16, 10
 def quick_config(name: str, *extra: str) -> TrainConfig:
     """One epoch of ``name``: 20 steps of 250 rows with a large step size, a small MLP when it has one."""
     sets = ["epochs=1", "batch_size=250", "optimizer.lr=0.01", "precision=fp32", f"max_rows={ROWS}", *extra]
-    if REGISTRY[name].params is DeepParams:
+    if issubclass(REGISTRY[name].params, DeepParams):
         sets.append("hidden_units=[32,32]")
     return load_config(None, sets, model=name)
 
