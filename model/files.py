@@ -87,11 +87,11 @@ class TableWriter:
         self.extra = dict(extra or {})
         path.parent.mkdir(parents=True, exist_ok=True)
         names = [schema.label, *(spec.raw_column for spec in self.fields), *self.extra]
-        self._sink: _Sink = (
-            _ParquetSink(path, self._arrow_types(names))
-            if path.suffix == ".parquet"
-            else _CsvSink(path, names)
-        )
+        types = self._arrow_types(names)
+        if path.suffix == ".parquet":
+            self._sink: _Sink = _ParquetSink(path, types)
+        else:  # only float columns need formatting; the others are text or integers already
+            self._sink = _CsvSink(path, names, {name for name, kind in types if kind.startswith("float")})
 
     def write(
         self,
@@ -125,16 +125,14 @@ class TableWriter:
 
 
 class _CsvSink:
-    def __init__(self, path: Path, names: list[str]) -> None:
+    def __init__(self, path: Path, names: list[str], floats: set[str]) -> None:
         self._file = path.open("w", newline="")
         self._csv = csv.writer(self._file, delimiter=SUFFIXES[path.suffix])
         self._csv.writerow(names)
+        self._floats = floats
 
     def write(self, columns: dict[str, Column]) -> None:
-        text = [
-            [("" if v is None else repr(v) if isinstance(v, float) else v) for v in c]
-            for c in columns.values()
-        ]
+        text = [list(map(_cell, c)) if n in self._floats else c for n, c in columns.items()]
         self._csv.writerows(zip(*text, strict=True))
 
     def close(self) -> None:
