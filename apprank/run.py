@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from apprank.bootstrap import DEFAULT_ROWS, BootstrapConfig, BootstrapResult, bootstrap
+from service.settings import DEFAULT_DATABASE_URL
 
 console = Console()
-DEFAULT_DATABASE = "sqlite:///var/apprank.db"
 
 
 def run_command(
@@ -64,7 +64,7 @@ def service_environment(result: BootstrapResult, token: str) -> dict[str, str]:
     """The ``APPRANK_*`` variables the service gets (ones already set by the user are kept)."""
     wanted = {
         "APPRANK_ADMIN_TOKEN": token,
-        "APPRANK_DATABASE_URL": DEFAULT_DATABASE,
+        "APPRANK_DATABASE_URL": DEFAULT_DATABASE_URL,
     }
     if result.experiment is not None:
         wanted["APPRANK_EXPERIMENTS_FILE"] = str(result.config.experiments_file)
@@ -100,7 +100,7 @@ def summary_table(
     if result.experiment is not None:
         world = result.world_file
         table.add_row("simulate", f"apprank simulate --url {url} --world {world} --users 2000 --days 7")
-        where = "" if database == DEFAULT_DATABASE else f" --db {database}"
+        where = "" if database == DEFAULT_DATABASE_URL else f" --db {database}"
         table.add_row(
             "report", f"apprank report --experiment {result.experiment}{where} --png var/report.png"
         )

@@ -13,11 +13,11 @@ The state is JSON (``encoder.json`` in a bundle), never pickle. Fitting lives in
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from model.columns import as_category_strings, as_float, split_multi
 from model.schema import FeatureSchema, FeatureSpec, NumericTransform
 from model.vocabulary import MISSING, OOV, Vocabulary, hash_buckets
+
+_T = TypeVar("_T")
 
 Columns = Mapping[str, npt.ArrayLike]
 Encoded = dict[str, npt.NDArray[Any]]
@@ -96,6 +98,14 @@ class InputField:
     max_len: int = 1
 
 
+def group_by_role(items: Sequence[_T], roles: Sequence[InputRole]) -> tuple[list[_T], list[_T], list[_T]]:
+    """``items`` (one per input, in layout order) split into the index, value and bag inputs."""
+    groups: dict[InputRole, list[_T]] = {role: [] for role in InputRole}
+    for item, role in zip(items, roles, strict=True):
+        groups[role].append(item)
+    return groups[InputRole.INDEX], groups[InputRole.VALUE], groups[InputRole.BAG]
+
+
 @dataclass(frozen=True)
 class InputLayout:
     """The model-facing description of an encoder: what every net is built from."""
@@ -104,6 +114,16 @@ class InputLayout:
 
     def of_role(self, role: InputRole) -> tuple[InputField, ...]:
         return tuple(f for f in self.fields if f.role is role)
+
+    def stacked(self, encoded: Encoded, rows: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any], list[Any]]:
+        """The encoded arrays as the nets take them: index fields ``[B, F_idx]`` (int64), value fields
+        ``[B, F_val]`` (float32), and the bags, one ``[B, L]`` array each."""
+        index, values, bags = group_by_role(
+            [encoded[f.name] for f in self.fields], [f.role for f in self.fields]
+        )
+        idx = np.stack(index, axis=1) if index else np.zeros((rows, 0), np.int64)
+        val = np.stack(values, axis=1) if values else np.zeros((rows, 0), np.float32)
+        return idx, val, bags
 
     @property
     def num_fields(self) -> int:
@@ -179,12 +199,6 @@ class FeatureEncoder:
                 raise ValueError(f"{name}: {error}") from None
         return encoded
 
-    def transform_one(self, row: Mapping[str, Any], names: tuple[str, ...]) -> Encoded:
-        """Encode a single row of the named fields (used for the user and context of a request)."""
-        columns = {name: _one_row(row[name]) for name in names if name in row}
-        encoded = self.transform(columns, 1)
-        return {name: encoded[name] for name in names}
-
     def _all_missing(self, state: FieldState, num_rows: int) -> npt.NDArray[Any]:
         if isinstance(state, ContinuousState):
             return np.zeros(num_rows, dtype=np.float32)
@@ -241,12 +255,6 @@ class FeatureEncoder:
     @classmethod
     def load(cls, schema: FeatureSchema, path: Path) -> FeatureEncoder:
         return cls.from_state(schema, json.loads(path.read_text()))
-
-
-def _one_row(value: Any) -> npt.NDArray[Any]:
-    out = np.empty(1, dtype=object)
-    out[0] = value
-    return out
 
 
 def unknown_counts(encoded: Encoded, layout: InputLayout) -> dict[str, tuple[int, int]]:

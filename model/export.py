@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from model.bundle import ParityReport
-from model.encoder import Encoded, InputLayout, InputRole
+from model.encoder import Encoded, InputLayout, group_by_role
 from model.nets.blocks import ModelBatch
 
 OPSET = 18
@@ -29,13 +29,9 @@ log = logging.getLogger(__name__)
 
 def model_batch(encoded: Encoded, layout: InputLayout) -> ModelBatch:
     """Group the encoder's per-field arrays into a ``ModelBatch`` of torch tensors."""
-    rows = len(next(iter(encoded.values())))
-    index = [encoded[f.name] for f in layout.of_role(InputRole.INDEX)]
-    values = [encoded[f.name] for f in layout.of_role(InputRole.VALUE)]
+    idx, val, bags = layout.stacked(encoded, len(next(iter(encoded.values()))))
     return ModelBatch(
-        idx=torch.from_numpy(np.stack(index, axis=1) if index else np.zeros((rows, 0), np.int64)),
-        val=torch.from_numpy(np.stack(values, axis=1) if values else np.zeros((rows, 0), np.float32)),
-        bags=tuple(torch.from_numpy(encoded[f.name]) for f in layout.of_role(InputRole.BAG)),
+        idx=torch.from_numpy(idx), val=torch.from_numpy(val), bags=tuple(map(torch.from_numpy, bags))
     )
 
 
@@ -49,13 +45,11 @@ class ScoringGraph(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         rows = inputs[0].shape[0]
-        index = [x for x, role in zip(inputs, self.roles, strict=True) if role is InputRole.INDEX]
-        values = [x for x, role in zip(inputs, self.roles, strict=True) if role is InputRole.VALUE]
-        bags = tuple(x for x, role in zip(inputs, self.roles, strict=True) if role is InputRole.BAG)
+        index, values, bags = group_by_role(inputs, self.roles)
         batch = ModelBatch(
             idx=torch.stack(index, dim=1) if index else inputs[0].new_zeros((rows, 0), dtype=torch.int64),
             val=torch.stack(values, dim=1) if values else inputs[0].new_zeros((rows, 0), dtype=torch.float32),
-            bags=bags,
+            bags=tuple(bags),
         )
         return torch.sigmoid(self.model(batch))
 

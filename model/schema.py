@@ -11,7 +11,7 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,9 +47,6 @@ class NumericTransform(StrEnum):
     LOG = "log"  # sign(x) * log1p(|x|), then standardized
     LOG_BUCKET = "log_bucket"  # the Criteo winners' trick: floor(log(x)^2) for x > 2, x itself below
     QUANTILE_BUCKET = "quantile_bucket"  # equal-frequency buckets fitted on the training data
-
-
-BUCKETED_TRANSFORMS = frozenset({NumericTransform.LOG_BUCKET, NumericTransform.QUANTILE_BUCKET})
 
 
 class FeatureSpec(BaseModel):
@@ -110,11 +107,6 @@ class FeatureSpec(BaseModel):
         """Name of the column in raw files."""
         return self.column or self.name
 
-    @property
-    def is_continuous(self) -> bool:
-        """True when the encoded value is a float (an embedding scaled by it), not an index."""
-        return self.kind is FeatureKind.NUMERIC and self.transform not in BUCKETED_TRANSFORMS
-
 
 class FeatureSchema(BaseModel):
     """An ordered, frozen collection of fields plus the label column.
@@ -151,6 +143,15 @@ class FeatureSchema(BaseModel):
             if name is not None and (name not in names or self.field(name).source is not source):
                 raise ValueError(f"{attribute} {name!r} must name a {source.value} field")
         return self
+
+    def filled_from(self, name: str) -> Literal["user_id", "app_id"] | None:
+        """Which id fills field ``name`` when a row (a request, a logged list) lacks it: the request's
+        ``user_id`` for ``user_id_field``, the candidate's ``app_id`` for ``item_id_field``, else none."""
+        if name == self.user_id_field:
+            return "user_id"
+        if name == self.item_id_field:
+            return "app_id"
+        return None
 
     def field(self, name: str) -> FeatureSpec:
         """The field called ``name`` (KeyError when absent)."""

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_DB = "sqlite:///var/apprank.db"
 DAY = timedelta(days=1)
 
 
@@ -26,15 +25,15 @@ def export_training_command(
     ],
     start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first UTC day")] = None,
     end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last UTC day")] = None,
-    db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
+    db: Annotated[str | None, typer.Option(help="database URL (default: APPRANK_DATABASE_URL)")] = None,
     models: Annotated[
-        Path,
-        typer.Option(envvar="APPRANK_MODELS_DIR", help="bundles directory: the schema of the served model"),
-    ] = Path("models"),
+        Path | None,
+        typer.Option(help="bundles directory, the schema of the served model (default: APPRANK_MODELS_DIR)"),
+    ] = None,
     schema: Annotated[
         Path | None, typer.Option(help="schema file (JSON or YAML) instead of the bundle's")
     ] = None,
-    prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
+    prefix: Annotated[str | None, typer.Option(help="table prefix (default: APPRANK_TABLE_PREFIX)")] = None,
 ) -> None:
     """Impressions joined with downloads into labeled rows with the logged raw features."""
     from rich.console import Console
@@ -43,15 +42,19 @@ def export_training_command(
     from pipeline.export import ExportError, export_training, schema_from_bundles
     from service.db import Database
     from service.events.store import open_event_store
+    from service.settings import ServiceSettings
 
+    settings = ServiceSettings()
     low, high = day_bounds(start, end)
-    database = Database(db)
+    database = Database(db or settings.database_url)
     try:
-        store = open_event_store(database, prefix)
+        store = open_event_store(database, prefix or settings.table_prefix)
         feature_schema = (
             FeatureSchema.load(schema)
             if schema is not None
-            else schema_from_bundles(store.served_models(experiment, low, high), models)
+            else schema_from_bundles(
+                store.served_models(experiment, low, high), models or settings.models_dir
+            )
         )
         summary = export_training(store, experiment, low, high, out, feature_schema)
     except ExportError as error:
@@ -64,18 +67,20 @@ def export_training_command(
 
 def purge_events_command(
     older_than_days: Annotated[int, typer.Option(min=0, help="keep this many whole UTC days")],
-    db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
-    prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
+    db: Annotated[str | None, typer.Option(help="database URL (default: APPRANK_DATABASE_URL)")] = None,
+    prefix: Annotated[str | None, typer.Option(help="table prefix (default: APPRANK_TABLE_PREFIX)")] = None,
 ) -> None:
     """Delete served lists and events older than N days (retention)."""
     from rich.console import Console
 
     from service.db import Database
     from service.events.store import open_event_store
+    from service.settings import ServiceSettings
 
-    database = Database(db)
+    settings = ServiceSettings()
+    database = Database(db or settings.database_url)
     try:
-        counts = open_event_store(database, prefix).purge(older_than_days)
+        counts = open_event_store(database, prefix or settings.table_prefix).purge(older_than_days)
     finally:
         database.close()
     Console().print(f"purged: {counts}")

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from service.report.models import ExperimentReport
 
 log = logging.getLogger(__name__)
-DEFAULT_DB = "sqlite:///var/apprank.db"
 
 
 def parse_arms(text: str, name: str, control: str | None) -> ExperimentArms:
@@ -153,14 +152,14 @@ def _with_ci(value: float | None, low: float | None, high: float | None, scale: 
 
 def report_command(
     experiment: Annotated[str, typer.Option(help="experiment name")],
-    db: Annotated[str, typer.Option(envvar="APPRANK_DATABASE_URL", help="database URL")] = DEFAULT_DB,
+    db: Annotated[str | None, typer.Option(help="database URL (default: APPRANK_DATABASE_URL)")] = None,
     start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first UTC day")] = None,
     end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last UTC day")] = None,
     png: Annotated[Path | None, typer.Option(help="write the daily lift chart here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     arms: Annotated[str | None, typer.Option(help="ARM:WEIGHT,... when not in the database")] = None,
     control: Annotated[str | None, typer.Option(help="control arm with --arms (default: first)")] = None,
-    prefix: Annotated[str, typer.Option(envvar="APPRANK_TABLE_PREFIX", help="table prefix")] = "apprank_",
+    prefix: Annotated[str | None, typer.Option(help="table prefix (default: APPRANK_TABLE_PREFIX)")] = None,
 ) -> None:
     """Per-arm CTR and CVR with 95% intervals, lift over the control, SRM check, daily lift."""
     from rich.console import Console
@@ -169,17 +168,20 @@ def report_command(
     from service.events.store import open_event_store
     from service.report.build import build_report
     from service.report.chart import render_daily_chart
+    from service.settings import ServiceSettings
 
-    database = Database(db)
+    settings = ServiceSettings()
+    url, table_prefix = db or settings.database_url, prefix or settings.table_prefix
+    database = Database(url)
     try:
         definition = parse_arms(arms, experiment, control) if arms else None
-        definition = definition or experiment_from_db(database, prefix, experiment)
+        definition = definition or experiment_from_db(database, table_prefix, experiment)
         if definition is None:
             raise typer.BadParameter(
-                f"no experiment {experiment!r} in {db}; give --arms", param_hint="--experiment"
+                f"no experiment {experiment!r} in {url}; give --arms", param_hint="--experiment"
             )
         report = build_report(
-            open_event_store(database, prefix), definition, start and start.date(), end and end.date()
+            open_event_store(database, table_prefix), definition, start and start.date(), end and end.date()
         )
     finally:
         database.close()

@@ -1,6 +1,8 @@
-"""The FastAPI application: ``create_app(settings)`` builds it; the lifespan loads models and stores.
+"""The composition root: ``create_app(settings)`` builds the whole service, the event log included.
 
-Nothing happens at import time. ``app_from_env`` is the factory uvicorn workers call
+Nothing happens at import time, and nothing is opened when the app is built: the lifespan opens the
+stores, loads the bundles and starts the background threads (``build_state``, ``ServiceState.start``),
+and closes them at shutdown. ``app_from_env`` is the factory uvicorn workers call
 (``uvicorn --factory service.app:app_from_env``), reading settings from ``APPRANK_*`` variables.
 """
 
@@ -13,16 +15,17 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI
 
-from service.api_models import rank_request_doc
-from service.auth import AdminTokens, AuthError
+from service.auth import AdminTokens
 from service.console import mount_console
 from service.db import Database
-from service.errors import RequestError, UnavailableError
+from service.errors import UnavailableError, add_error_handlers
+from service.events.counters import EventCounters
+from service.events.log import EventLog, EventLogConfig
+from service.events.routes import events_router
 from service.experiments.admin import ExperimentAdmin
 from service.experiments.models import ExperimentSpec
 from service.experiments.router import Router
@@ -30,22 +33,26 @@ from service.experiments.routes import router as experiments_router
 from service.experiments.store import ExperimentStore
 from service.experiments.sync import StoreSync
 from service.health import router as health_router
+from service.metrics import event_metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.rank.model_routes import router as models_router
 from service.rank.rank_service import RankService
 from service.rank.registry import LoadOptions, ModelRegistry
-from service.rank.routes import rank_route, rank_router
+from service.rank.routes import document_rank, rank_route
 from service.rank.served import NullSink, ServedListSink
+from service.report.routes import ExperimentLookup, lookup_from_store, report_router
 from service.settings import ServiceSettings
-from service.state import ServiceState
+from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_ACTOR = "bootstrap"
 
 
-def build_state(settings: ServiceSettings, sink: ServedListSink) -> ServiceState:
-    """Open the store, load the bundles, seed experiments and wire the plain classes together."""
+def build_state(settings: ServiceSettings) -> ServiceState:
+    """Open the stores, load the bundles, seed experiments and wire the plain classes together."""
     tokens = AdminTokens.parse(settings.admin_token.get_secret_value() if settings.admin_token else None)
+    event_log = open_event_log(settings) if settings.event_log else None
+    sink: ServedListSink = NullSink() if event_log is None else event_log.sink
     db = Database(settings.database_url)
     store = ExperimentStore(db, settings.table_prefix)
     store.migrate()
@@ -65,7 +72,16 @@ def build_state(settings: ServiceSettings, sink: ServedListSink) -> ServiceState
     if settings.experiments_file is not None:
         _seed_experiments(settings, store, admin)
     ranking = RankService(registry, router, sink, settings.max_candidates, settings.default_model)
-    return ServiceState(settings, db, store, registry, router, sync, ranking, admin, tokens)
+    return ServiceState(settings, db, store, registry, router, sync, ranking, admin, tokens, event_log)
+
+
+def open_event_log(settings: ServiceSettings) -> EventLog:
+    """The event log of these settings, on its own database connection(s), updating the service's metrics."""
+    config = EventLogConfig(
+        retention_days=settings.event_retention_days, clock_skew_s=settings.event_clock_skew_s
+    )
+    counters = EventCounters(event_metrics())
+    return EventLog.open(settings.database_url, config, counters=counters, prefix=settings.table_prefix)
 
 
 def _seed_experiments(settings: ServiceSettings, store: ExperimentStore, admin: ExperimentAdmin) -> None:
@@ -79,93 +95,64 @@ def _seed_experiments(settings: ServiceSettings, store: ExperimentStore, admin: 
             log.info("created experiment %s from %s", name, settings.experiments_file)
 
 
-def create_app(settings: ServiceSettings | None = None, *, sink: ServedListSink | None = None) -> FastAPI:
-    """The ranking service. ``sink`` receives every served list (default: discarded)."""
-    settings = settings or ServiceSettings()
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """The ranking service: /rank, models, experiments, health and metrics, and with the event log on,
+    POST /events and the experiment reports."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await asyncio.to_thread(build_state, settings, sink or NullSink())
-        app.state.service = state
-        state.sync.start()
-        # Everything built so far lives as long as the app: keep it out of the cyclic collector's full
-        # passes, which otherwise walk every loaded object and show up as /rank latency spikes.
-        gc.collect()
-        gc.freeze()
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(settings.gil_switch_interval_s)
+        state = await asyncio.to_thread(build_state, settings)
         try:
-            yield
+            await asyncio.to_thread(state.start)
+            app.state.service = state
+            async with _tuned_interpreter(settings):
+                yield
         finally:
-            gc.unfreeze()
-            sys.setswitchinterval(switch_interval)
-            state.sync.stop()
-            state.db.close()
+            await asyncio.to_thread(state.close)
 
     app = FastAPI(title="apprank", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
-    request_doc = rank_request_doc(settings.max_candidates)
-    _document_models(app, request_doc.pop("$defs", {}))
-    app.router.routes.append(rank_route())  # answers POST /rank; the next one only documents it
-    app.include_router(rank_router(request_doc))
+    app.router.routes.append(rank_route())
+    document_rank(app, settings.max_candidates)
     app.include_router(models_router)
     app.include_router(experiments_router)
     app.include_router(health_router)
+    if settings.event_log:
+        app.include_router(events_router(_event_log))
+        app.include_router(report_router(_event_log, _experiment_lookup))
     mount_console(app)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app
 
 
-def _document_models(app: FastAPI, definitions: dict[str, Any]) -> None:
-    """Add the /rank body's nested models (documented by hand, not by FastAPI) to the components."""
-    generate = app.openapi
+@asynccontextmanager
+async def _tuned_interpreter(settings: ServiceSettings) -> AsyncIterator[None]:
+    """While serving: the objects built so far frozen out of the cyclic collector, and a short GIL
+    switch interval (restored at shutdown)."""
+    # Everything built so far lives as long as the app: keep it out of the cyclic collector's full
+    # passes, which otherwise walk every loaded object and show up as /rank latency spikes.
+    gc.collect()
+    gc.freeze()
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(settings.gil_switch_interval_s)
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        sys.setswitchinterval(switch_interval)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
-        return app.openapi_schema or {}
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def _event_log(state: Annotated[ServiceState, Depends(get_state)]) -> EventLog:
+    if state.event_log is None:
+        raise UnavailableError("the event log is not configured")
+    return state.event_log
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    async def request_error(_: Request, error: Exception) -> Response:
-        assert isinstance(error, RequestError)
-        return Response(error.body(), status_code=error.status, media_type="application/json")
-
-    async def unavailable(_: Request, error: Exception) -> Response:
-        return JSONResponse({"detail": str(error)}, status_code=503)
-
-    async def auth_error(_: Request, error: Exception) -> Response:
-        assert isinstance(error, AuthError)
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return JSONResponse({"detail": error.message}, status_code=error.status, headers=headers)
-
-    app.add_exception_handler(RequestError, request_error)
-    app.add_exception_handler(UnavailableError, unavailable)
-    app.add_exception_handler(AuthError, auth_error)
+def _experiment_lookup(state: Annotated[ServiceState, Depends(get_state)]) -> ExperimentLookup:
+    return lookup_from_store(state.store)
 
 
 def app_from_env() -> FastAPI:
-    """Factory for uvicorn workers: settings from the environment, with the event log attached.
-
-    The event log (``service.events``) receives every served list and serves ``POST /events`` and
-    the experiment report; ``APPRANK_EVENT_LOG=false`` leaves it out.
-    """
-    settings = ServiceSettings()
-    if not settings.event_log:
-        return create_app(settings)
-    from service.events import EventLog
-    from service.events.log import EventLogConfig
-    from service.events.wiring import attach_event_log
-
-    config = EventLogConfig(
-        retention_days=settings.event_retention_days, clock_skew_s=settings.event_clock_skew_s
-    )
-    event_log = EventLog.open(settings.database_url, config, prefix=settings.table_prefix)
-    app = create_app(settings, sink=event_log.sink)
-    attach_event_log(app, event_log)
-    return app
+    """Factory for uvicorn workers: settings from the environment."""
+    return create_app(ServiceSettings())

@@ -10,16 +10,19 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from service.errors import FieldIssue, RequestError
+
 DEFAULT_NAME = "admin"
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
-class AuthError(Exception):
-    """No token (401) or a token that is not an admin token (403)."""
+class AuthError(RequestError):
+    """No token (401, with ``WWW-Authenticate``) or a token that is not an admin token (403)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        kind = "unauthorized" if status == 401 else "forbidden"
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        super().__init__(status, [FieldIssue(("header", "authorization"), message, kind)], headers)
         self.message = message
 
 

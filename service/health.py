@@ -6,12 +6,20 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from service.api_models import Status
 from service.metrics import render_latest
 from service.state import ServiceState, get_state
 
 router = APIRouter()
+
+
+class Status(BaseModel):
+    """Liveness or readiness, the reasons it is not ready and the loaded models."""
+
+    status: str
+    reasons: list[str] = []
+    models: list[str] = []
 
 
 @router.get("/healthz", response_model=Status)

@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.events.counters import EventMetrics
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -83,7 +85,8 @@ EXPERIMENT_WEIGHT = Gauge(
     multiprocess_mode="livemostrecent",
 )
 
-# Incremented by the event log (service/events); defined here so there is one set of definitions.
+# Incremented by the event log (service/events, given them by ``event_metrics``); defined here so there
+# is one set of definitions.
 IMPRESSIONS = Counter("apprank_impressions", "Impressions logged.", ["experiment", "arm"])
 DOWNLOADS = Counter("apprank_downloads", "Downloads logged.", ["experiment", "arm"])
 EVENTS_REJECTED = Counter("apprank_events_rejected", "Events rejected.", ["reason"])
@@ -97,6 +100,18 @@ EXPERIMENT_USERS = Gauge(
     ["experiment", "arm"],
     multiprocess_mode="livemostrecent",
 )
+
+
+def event_metrics() -> EventMetrics:
+    """The collectors the event log updates."""
+    return EventMetrics(
+        served_lists_dropped=SERVED_LISTS_DROPPED,
+        served_log_queue_depth=SERVED_LOG_QUEUE_DEPTH,
+        events_rejected=EVENTS_REJECTED,
+        impressions=IMPRESSIONS,
+        downloads=DOWNLOADS,
+        experiment_users=EXPERIMENT_USERS,
+    )
 
 
 def render_latest() -> tuple[bytes, str]:
@@ -123,6 +138,12 @@ class FeatureStats:
         """Add a ``[3, F]`` array (values, missing, oov per field, in ``names`` order)."""
         with self._lock:
             self._counts += counts
+
+    def pending(self) -> dict[str, tuple[int, int, int]]:
+        """The counts not flushed yet, per field: (values, missing, out of vocabulary)."""
+        with self._lock:
+            counts = self._counts.copy()
+        return {name: (int(v), int(m), int(o)) for name, (v, m, o) in zip(self.names, counts.T, strict=True)}
 
     def flush(self) -> None:
         """Move the accumulated counts into the Prometheus counters."""

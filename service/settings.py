@@ -1,4 +1,8 @@
-"""Service settings: every knob comes from ``APPRANK_*`` environment variables (pydantic-settings)."""
+"""Service settings: every knob comes from ``APPRANK_*`` environment variables (pydantic-settings).
+
+The service and the CLIs (``apprank serve``, ``report``, ``export-training``, ``purge-events``, ``run``)
+read them through ``ServiceSettings``; a CLI option, when given, overrides its setting.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
+# The defaults that library classes and CLIs share with the settings (written once, here).
+DEFAULT_DATABASE_URL = "sqlite:///var/apprank.db"
+DEFAULT_TABLE_PREFIX = "apprank_"
+DEFAULT_EVENT_CLOCK_SKEW_S = 300.0
 
 
 class ServiceSettings(BaseSettings):
@@ -29,25 +37,23 @@ class ServiceSettings(BaseSettings):
         ort_intra_op_threads, ort_inter_op_threads: ONNX Runtime thread pools (1 suits one process per core).
         item_cache_size: apps per model and worker whose encoded item features are kept, so that a
             candidate seen before with the same features is not encoded again (``ItemCache``; 0: off).
-            About 1 KB per app.
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
-        event_log: attach the event log (served lists, ``POST /events``, reports) in ``app_from_env``.
+        event_log: build the event log (served lists, ``POST /events``, reports) into the app.
         event_retention_days: when set, served lists and events older than this are purged hourly.
         event_clock_skew_s: how far an event's time may precede its served list or follow the server's
             clock (300 s; simulations that back-date events to past days widen it).
         gil_switch_interval_s: ``sys.setswitchinterval`` of the worker. The served-list writer thread
             runs Python between its SQL steps; at the interpreter's 5 ms default the request thread
-            waits up to 5 ms for the GIL each time it comes back from the network or ONNX Runtime
-            while a batch is written (/rank at 1 connection with served-list logging: p99 5.9-7.1 ms
-            at 5 ms, 4.5-4.7 ms at 1 ms, for about 0.07 ms more at p50).
+            waits up to that long for the GIL each time it comes back from the network or ONNX Runtime
+            while a batch is written, which shows in /rank's tail latency (README, "Figures").
     """
 
     model_config = SettingsConfigDict(env_prefix="APPRANK_", extra="ignore")
 
     models_dir: Path = Path("models")
-    database_url: str = "sqlite:///var/apprank.db"
-    table_prefix: str = "apprank_"
+    database_url: str = DEFAULT_DATABASE_URL
+    table_prefix: str = DEFAULT_TABLE_PREFIX
     admin_token: SecretStr | None = None
     max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 2_000
     max_body_bytes: Annotated[int, Field(ge=1_024)] = 4 * 1024 * 1024
@@ -61,7 +67,7 @@ class ServiceSettings(BaseSettings):
     experiments_file: Path | None = None
     event_log: bool = True
     event_retention_days: Annotated[int, Field(ge=1)] | None = None
-    event_clock_skew_s: Annotated[float, Field(ge=0.0)] = 300.0
+    event_clock_skew_s: Annotated[float, Field(ge=0.0)] = DEFAULT_EVENT_CLOCK_SKEW_S
     gil_switch_interval_s: Annotated[float, Field(ge=0.0001, le=0.1)] = 0.001
 
     @field_validator("table_prefix")

@@ -19,8 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from model.files import save_schema_yaml
 from simulation.synth import AppStoreWorld, SynthConfig
-from training.readers.writer import save_schema_yaml, write_table
+from training.readers.writer import write_table
 
 console = Console()
 SPLIT_FRACTIONS = {"train": 0.7, "valid": 0.2, "test": 0.1}

@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from apprank.bootstrap import BootstrapConfig, BootstrapResult, bootstrap
 
 REPO = Path(__file__).resolve().parent.parent
+_T = TypeVar("_T")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def data_root() -> Path:
-    """The real datasets, never copied here: $APPRANK_DATA_DIR, else ``shared/data`` beside the checkout
-    or beside one of its parents (a CI clone may live deeper), else the workplace's /work/shared/data."""
+    """The real datasets, never copied here: $APPRANK_DATA_DIR, else ``../shared/data`` beside the checkout
+    (or beside a folder above it: a git worktree or a CI clone may live deeper)."""
     if "APPRANK_DATA_DIR" in os.environ:
         return Path(os.environ["APPRANK_DATA_DIR"])
-    candidates = [parent / "shared" / "data" for parent in REPO.parents] + [Path("/work/shared/data")]
+    candidates = [parent / "shared" / "data" for parent in REPO.parents]
     return next((path for path in candidates if (path / "README.md").is_file()), candidates[0])
+
+
+def wait_until(condition: Callable[[], _T | None], timeout: float, what: str, interval: float = 0.05) -> _T:
+    """Poll ``condition`` until it returns something truthy (returned); fail when an attempt that began
+    ``timeout`` seconds or more after the first one still finds nothing (a slow check is not cut short)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        started = time.monotonic()
+        value = condition()
+        if value:
+            return value
+        if started >= deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(interval)
 
 
 def require(condition: bool, what: str) -> None:

@@ -56,8 +56,8 @@ class TrainConfig(_Strict):
         params: the model's hyperparameters, validated against its typed parameter class.
         embedding_l2: L2 penalty on embedding tables (FM part and shared embeddings).
         net_l2: L2 penalty on the other weights (dense layers).
-        precision: ``bf16`` runs forward/backward under bfloat16 autocast (AVX-512 BF16 CPUs train
-            about 1.5x faster); ``fp32`` is exact. Evaluation and export are always fp32.
+        precision: ``bf16`` runs forward/backward under bfloat16 autocast (faster on CPUs with
+            AVX-512 BF16); ``fp32`` is exact. Evaluation and export are always fp32.
         device: where to train; ``auto`` takes the GPU when one is present.
         lr_scaling: with ``--nproc N``, ``sqrt`` multiplies the learning rate by sqrt(N).
         calibrate: fit Platt scaling (2 parameters) on the validation split and export it with the

@@ -63,11 +63,7 @@ class EncodedData:
 def _stack(
     encoded: Encoded, layout: InputLayout, rows: int
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    index = [encoded[f.name] for f in layout.of_role(InputRole.INDEX)]
-    values = [encoded[f.name] for f in layout.of_role(InputRole.VALUE)]
-    idx = np.stack(index, axis=1) if index else np.zeros((rows, 0), np.int64)
-    val = np.stack(values, axis=1) if values else np.zeros((rows, 0), np.float32)
-    return idx, val, [encoded[f.name] for f in layout.of_role(InputRole.BAG)]
+    return layout.stacked(encoded, rows)
 
 
 def encode_chunks(encoder: FeatureEncoder, chunks: Iterable[Chunk]) -> EncodedData:

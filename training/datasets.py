@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.files import schema_sibling
 from model.schema import FeatureSchema
 from training.readers import (
     CRITEO_COLUMNS,
@@ -176,9 +177,7 @@ def find_schema(path: Path, fmt: DataFormat) -> tuple[FeatureSchema, Path]:
         ValueError: none found.
     """
     folder = path if path.is_dir() else path.parent
-    candidates = (
-        [] if path.is_dir() else [path.with_name(f"{path.stem}.schema{ext}") for ext in (".yaml", ".json")]
-    )
+    candidates = [] if path.is_dir() else [schema_sibling(path), schema_sibling(path).with_suffix(".json")]
     candidates += [folder / "schema.yaml", folder / "schema.yml", folder / "schema.json"]
     builtin = builtin_schema(path, fmt)
     for candidate in [*candidates, *([builtin] if builtin else [])]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from importlib import resources
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 
 from service.experiments.models import Experiment
 from service.report.build import srm_check
+from service.state import ServiceState, get_state
 
 STATIC = resources.files("service.console") / "static"
 POLICY = "; ".join(
@@ -56,10 +58,10 @@ def console_router() -> APIRouter:
     router.add_api_route("/ui/models", page, methods=["GET"])
 
     @router.get("/ui/api/experiments", response_model=list[ExperimentSummary])
-    async def summaries(request: Request) -> list[ExperimentSummary]:
+    async def summaries(state: Annotated[ServiceState, Depends(get_state)]) -> list[ExperimentSummary]:
         """Every experiment with its users per arm (all days kept) and whether the split is off."""
-        experiments: list[Experiment] = await asyncio.to_thread(request.app.state.service.store.experiments)
-        event_log = getattr(request.app.state, "event_log", None)
+        experiments: list[Experiment] = await asyncio.to_thread(state.store.experiments)
+        event_log = state.event_log
         counts = None if event_log is None else await asyncio.to_thread(event_log.store.user_counts)
         return [_summary(experiment, counts) for experiment in experiments]
 

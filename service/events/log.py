@@ -21,6 +21,7 @@ from service.events.models import BatchOutcome, EventIn, IngestResponse
 from service.events.store import SqlEventStore, open_event_store
 from service.events.validation import CLOCK_SKEW_S, parse_batch
 from service.events.writer import ServedListWriter
+from service.settings import DEFAULT_TABLE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class EventLog:
     Args:
         db: the database (shared with other stores or not; see ``owns_db``).
         config: tunables.
-        counters: metrics; by default ``EventCounters.from_service_metrics()``.
+        counters: the counters and the metrics they forward to (default: in-memory only).
         owns_db: close ``db`` in ``close()``.
         prefix: table prefix (the service's ``table_prefix`` setting).
     """
@@ -74,11 +75,11 @@ class EventLog:
         *,
         counters: EventCounters | None = None,
         owns_db: bool = False,
-        prefix: str = "apprank_",
+        prefix: str = DEFAULT_TABLE_PREFIX,
     ) -> None:
         self.db = db
         self.config = config or EventLogConfig()
-        self.counters = counters if counters is not None else EventCounters.from_service_metrics()
+        self.counters = counters if counters is not None else EventCounters()
         self.store: SqlEventStore = open_event_store(db, prefix, clock_skew_s=self.config.clock_skew_s)
         self.writer = ServedListWriter(
             self.store,
@@ -99,7 +100,7 @@ class EventLog:
         config: EventLogConfig | None = None,
         *,
         counters: EventCounters | None = None,
-        prefix: str = "apprank_",
+        prefix: str = DEFAULT_TABLE_PREFIX,
     ) -> EventLog:
         """An event log on its own database connection(s) at ``url`` (closed by ``close()``)."""
         return cls(Database(url), config, counters=counters, owns_db=True, prefix=prefix)

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from service.errors import ErrorItem
+
 EventType = Literal["impression", "download"]
 EVENT_TYPES: tuple[EventType, ...] = ("impression", "download")
 
@@ -67,6 +69,16 @@ class IngestResponse(BaseModel):
     accepted: int
     duplicates: int
     rejected: list[Rejection]
+
+
+class RefusedBatch(BaseModel):
+    """A 422 of POST /events: the issues in the service's error shape and, when the body was a batch
+    whose every event was refused, the per-event outcome as in ``IngestResponse``."""
+
+    detail: list[ErrorItem]
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = []
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""``POST /events``: a route factory the service mounts, reading the ``EventLog`` from ``app.state``.
+"""``POST /events``: a route factory the service mounts, given the dependency that yields the ``EventLog``.
 
 Response (``IngestResponse``)::
 
@@ -6,20 +6,23 @@ Response (``IngestResponse``)::
          "field": "events[5].app_id", "code": "unknown_item", "reason": "app_id 'x' is not among ..."}]}
 
 200 when at least one event of the batch was accepted or was a duplicate (the accepted ones are
-durable), 422 with the same body when every event was refused. Errors of the body as a whole:
-400 (not JSON), 413 (too many events), 422 (not ``{"events": [...]}`` or empty), all as
-``{"detail": {"field": ..., "reason": ...}}``; 503 when the store fails (nothing acknowledged).
+durable), 422 with the same body when every event was refused, plus ``detail``: one issue per event in
+the service's error shape. Errors of the body as a whole: 400 (not JSON), 413 (too many events), 422
+(not ``{"events": [...]}`` or empty), 503 when the store fails (nothing acknowledged), all as
+``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from service.errors import ERRORS, FieldIssue, RequestError, body_loc, issue_dict
 from service.events.log import EventLog
-from service.events.models import IngestResponse
+from service.events.models import IngestResponse, RefusedBatch
 from service.events.validation import BatchError
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 256}
@@ -54,41 +57,34 @@ _EVENTS_BODY: dict[str, Any] = {
 }
 
 
-def get_event_log(request: Request) -> EventLog:
-    """The service's ``EventLog`` (``app.state.event_log``); 503 when none is configured."""
-    event_log: EventLog | None = getattr(request.app.state, "event_log", None)
-    if event_log is None:
-        raise HTTPException(503, detail={"field": "", "reason": "the event log is not configured"})
-    return event_log
-
-
-def events_router() -> APIRouter:
-    """The router of ``POST /events``."""
+def events_router(event_log: Callable[..., EventLog]) -> APIRouter:
+    """The router of ``POST /events``; ``event_log`` is the FastAPI dependency that yields the log."""
     router = APIRouter(tags=["events"])
 
     @router.post(
         "/events",
         response_model=IngestResponse,
         openapi_extra={"requestBody": _EVENTS_BODY},
-        responses={422: {"model": IngestResponse, "description": "every event was refused"}},
+        responses={
+            **ERRORS,
+            422: {"model": RefusedBatch, "description": "a bad body, or every event refused"},
+        },
     )
-    async def post_events(
-        request: Request, event_log: Annotated[EventLog, Depends(get_event_log)]
-    ) -> Response:
+    async def post_events(request: Request, log: EventLog = Depends(event_log)) -> Response:  # noqa: B008
         """Store impressions and downloads; each event is accepted, a duplicate, or refused with a reason."""
         body = await request.body()
         try:
-            status, result = await event_log.ingest(body)
+            status, result = await log.ingest(body)
         except BatchError as error:
-            return _json(error.status, {"detail": {"field": error.field, "reason": error.reason}})
+            raise RequestError.at(body_loc(error.field), error.reason, error.code, error.status) from None
         except Exception as error:  # noqa: BLE001 - a store failure is a 503, never a 500
-            return _json(
-                503, {"detail": {"field": "", "reason": f"event store unavailable: {type(error).__name__}"}}
-            )
-        return Response(result.model_dump_json().encode(), status_code=status, media_type="application/json")
+            msg = f"event store unavailable: {type(error).__name__}"
+            raise RequestError(503, [FieldIssue((), msg, "unavailable")]) from None
+        answer: dict[str, Any] = result.model_dump(mode="json")
+        if status >= 400:
+            answer["detail"] = [
+                issue_dict(FieldIssue(body_loc(r.field), r.reason, r.code)) for r in result.rejected
+            ]
+        return Response(orjson.dumps(answer), status_code=status, media_type="application/json")
 
     return router
-
-
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -20,6 +20,7 @@ from service.events.schema import migrations
 from service.events.sql import Queries
 from service.events.validation import CLOCK_SKEW_S, check_reference
 from service.rank.served import ServedList
+from service.settings import DEFAULT_TABLE_PREFIX
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +49,9 @@ class SqlEventStore:
     max_rows_per_statement = 500
     page_size = 10_000
 
-    def __init__(self, db: Database, prefix: str = "apprank_", *, clock_skew_s: float = CLOCK_SKEW_S) -> None:
+    def __init__(
+        self, db: Database, prefix: str = DEFAULT_TABLE_PREFIX, *, clock_skew_s: float = CLOCK_SKEW_S
+    ) -> None:
         self.db = db
         self.prefix = prefix
         self.clock_skew_s = clock_skew_s
@@ -287,7 +290,7 @@ class PostgresEventStore(SqlEventStore):
 
 
 def open_event_store(
-    db: Database, prefix: str = "apprank_", *, clock_skew_s: float = CLOCK_SKEW_S
+    db: Database, prefix: str = DEFAULT_TABLE_PREFIX, *, clock_skew_s: float = CLOCK_SKEW_S
 ) -> SqlEventStore:
     """The event store for ``db``'s dialect, tables named ``{prefix}...`` (created by ``migrate``)."""
     store_class = PostgresEventStore if db.dialect == "postgresql" else SQLiteEventStore

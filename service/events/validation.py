@@ -13,21 +13,23 @@ from typing import Any
 import orjson
 
 from service.events.models import EVENT_TYPES, EventIn, EventType, Rejection, ServedRef
+from service.settings import DEFAULT_EVENT_CLOCK_SKEW_S
 
 MAX_ID_LENGTH = 256
 # Client and server clocks differ: an event time may precede the served list (or follow the
 # server's clock) by this much before it is refused.
-CLOCK_SKEW_S = 300.0
+CLOCK_SKEW_S = DEFAULT_EVENT_CLOCK_SKEW_S
 
 
 class BatchError(Exception):
     """The whole body is unusable (not JSON, no ``events`` list, too many events)."""
 
-    def __init__(self, status: int, field: str, reason: str) -> None:
+    def __init__(self, status: int, field: str, reason: str, code: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.status = status
         self.field = field
         self.reason = reason
+        self.code = code
 
 
 def parse_batch(body: bytes, max_events: int) -> tuple[list[EventIn], list[Rejection]]:
@@ -40,14 +42,15 @@ def parse_batch(body: bytes, max_events: int) -> tuple[list[EventIn], list[Rejec
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise BatchError(400, "body", f"not valid JSON: {error}") from None
+        raise BatchError(400, "", f"not valid JSON: {error}", "json_invalid") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
-        raise BatchError(422, "events", "the body must be an object with an 'events' list")
+        raise BatchError(422, "events", "the body must be an object with an 'events' list", "list_type")
     raw_events: list[Any] = payload["events"]
     if not raw_events:
-        raise BatchError(422, "events", "must hold at least one event")
+        raise BatchError(422, "events", "must hold at least one event", "too_short")
     if len(raw_events) > max_events:
-        raise BatchError(413, "events", f"holds {len(raw_events)} events, more than the limit {max_events}")
+        msg = f"holds {len(raw_events)} events, more than the limit {max_events}"
+        raise BatchError(413, "events", msg, "too_long")
     events: list[EventIn] = []
     rejections: list[Rejection] = []
     for index, raw in enumerate(raw_events):

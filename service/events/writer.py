@@ -3,7 +3,7 @@
 ``submit`` costs a length check and a deque append (no lock, no wake-up): it never blocks, and when the
 queue is full the served list is dropped and counted. A background thread wakes every
 ``flush_interval_s`` (or as soon as a full batch is waiting), takes everything queued and writes it in
-one transaction, so a served list reaches the store within about 100 ms.
+one transaction, so a served list reaches the store within a flush interval and a write.
 """
 
 from __future__ import annotations

@@ -8,15 +8,12 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from service.admin import require_admin
-from service.api_models import ADMIN_ERRORS, ERRORS, ErrorResponse
-from service.errors import RequestError
+from service.errors import ADMIN_ERRORS, ERRORS, RequestError, documented
 from service.experiments.models import AuditEntry, Experiment, ExperimentSpec
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-NOT_FOUND: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorResponse, "description": "No such experiment"}
-}
+NOT_FOUND = documented(404)
 
 
 def _not_found(name: str) -> RequestError:
@@ -38,7 +35,7 @@ async def get_experiment(name: str, state: ServiceState = Depends(get_state)) ->
     return experiment
 
 
-@router.put("/{name}", response_model=Experiment, responses={**ERRORS, **ADMIN_ERRORS, 409: ERRORS[422]})
+@router.put("/{name}", response_model=Experiment, responses={**ERRORS, **ADMIN_ERRORS, **documented(409)})
 async def put_experiment(
     name: str,
     spec: ExperimentSpec,

@@ -14,6 +14,7 @@ import orjson
 
 from service.db import Cursor, Database, Migration
 from service.experiments.models import AuditEntry, Experiment
+from service.settings import DEFAULT_TABLE_PREFIX
 
 EXPERIMENTS = "experiments"
 MODELS = "models"
@@ -46,17 +47,13 @@ def migrations(prefix: str) -> list[Migration]:
     ]
 
 
-class ConflictError(Exception):
-    """A change was refused because of the stored state (the message says why)."""
-
-
 Change = Callable[[Experiment | None], Experiment]
 
 
 class ExperimentStore:
     """Experiments, their audit and the change counters, in tables named ``{prefix}...``."""
 
-    def __init__(self, db: Database, prefix: str = "apprank_") -> None:
+    def __init__(self, db: Database, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
         self.db = db
         self.prefix = prefix
 

@@ -47,8 +47,9 @@ class RequestEncoder:
         schema = encoder.schema
         self.shared = schema.by_source(Source.USER) + schema.by_source(Source.CONTEXT)
         self.items = schema.by_source(Source.ITEM)
-        self.user_id_field = schema.user_id_field
-        self.item_id_field = schema.item_id_field
+        # the schema's rule for absent id fields, looked up once
+        self.user_id_fields = {s.name for s in self.shared if schema.filled_from(s.name) == "user_id"}
+        self.item_id_fields = {s.name for s in self.items if schema.filled_from(s.name) == "app_id"}
         self.roles = {f.name: f.role for f in encoder.layout.fields}
         self.tables = {
             name: self._table(name, state.vocabulary)
@@ -96,7 +97,7 @@ class RequestEncoder:
         for spec in self.shared:
             source = request.user if spec.source is Source.USER else request.context
             value = source.get(spec.name)
-            if value is None and spec.name == self.user_id_field:
+            if value is None and spec.name in self.user_id_fields:
                 value = request.user_id
             table = self.tables.get(spec.name)
             if table is not None and (value is None or type(value) is str):
@@ -150,7 +151,7 @@ class RequestEncoder:
         slow: dict[str, npt.NDArray[Any]] = {}
         for spec in self.items:
             name = spec.name
-            defaults = app_ids if name == self.item_id_field else None
+            defaults = app_ids if name in self.item_id_fields else None
             table = self.tables.get(name)
             if table is not None:
                 out[name] = self._lookup(spec, table, features, defaults, rows, uncacheable)

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from service.admin import require_admin
-from service.api_models import ADMIN_ERRORS, ERRORS, ErrorItem, ModelInfo, ReloadResponse
+from service.errors import ADMIN_ERRORS, ERRORS, ErrorItem
 from service.experiments.store import MODELS
 from service.rank.registry import LoadedModel
 from service.state import ServiceState, get_state
 
 router = APIRouter()
+
+
+class ModelInfo(BaseModel):
+    """A loaded bundle."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    model: str
+    version: str
+    schema_hash: str
+    loaded_at: datetime
+    path: str
+    metrics: dict[str, dict[str, float]]
+
+
+class ReloadResponse(BaseModel):
+    """What ``POST /models/reload`` did, and what serves now (``detail``: one issue per refused bundle)."""
+
+    loaded: list[str]
+    unchanged: list[str]
+    refused: dict[str, str]
+    removed: list[str]
+    models: list[ModelInfo]
+    detail: list[ErrorItem] = []
 
 
 def model_info(model: LoadedModel) -> ModelInfo:

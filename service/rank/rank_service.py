@@ -9,8 +9,10 @@ from operator import itemgetter
 import msgspec
 
 from service.errors import RequestError, UnavailableError
+from service.experiments.models import Objective
 from service.experiments.router import Assignment, Router, UnknownExperimentError
 from service.metrics import MODEL_INFERENCE, RANK_CANDIDATES, RANK_DURATION
+from service.rank.contract import RankedItem, RankResponse
 from service.rank.payload import RankRequest, parse_rank_request
 from service.rank.ranker import Ranker, Ranking
 from service.rank.registry import LoadedModel, ModelRegistry
@@ -51,7 +53,7 @@ class RankService:
         objective = request.objective or assignment.objective
         ranking = self.ranker.rank(model, request, objective)
         request_id = new_request_id()
-        content = render(request_id, assignment, model, objective.value, request.app_ids, ranking)
+        content = render(request_id, assignment, model, objective, request.app_ids, ranking)
         self.sink.submit(_served(request_id, assignment, model, objective.value, request, ranking))
         MODEL_INFERENCE.labels(model.name, model.version).observe(ranking.inference_s)
         RANK_CANDIDATES.observe(len(request.app_ids))
@@ -81,23 +83,6 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-class _Item(msgspec.Struct, gc=False):
-    app_id: str
-    ctr: float
-    score: float
-    position: int
-
-
-class _Response(msgspec.Struct, gc=False):
-    request_id: str
-    experiment: str
-    arm: str
-    model: str
-    version: str
-    objective: str
-    items: list[_Item]
-
-
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -105,7 +90,7 @@ def render(
     request_id: str,
     assignment: Assignment,
     model: LoadedModel,
-    objective: str,
+    objective: Objective,
     app_ids: list[str],
     ranking: Ranking,
 ) -> bytes:
@@ -115,8 +100,8 @@ def render(
     ids = [app_ids[order[0]]] if len(order) == 1 else list(itemgetter(*order)(app_ids))
     ctrs = ranking.ctr[ranking.order].tolist()
     scores = ctrs if ranking.score is ranking.ctr else ranking.score[ranking.order].tolist()
-    items = list(map(_Item, ids, ctrs, scores, range(1, len(ids) + 1)))
-    response = _Response(
+    items = list(map(RankedItem, ids, ctrs, scores, range(1, len(ids) + 1)))
+    response = RankResponse(
         request_id, assignment.experiment, assignment.arm, model.name, model.version, objective, items
     )
     return _ENCODER.encode(response)

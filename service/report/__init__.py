@@ -1,7 +1,7 @@
 """The A/B report: per-arm CTR and CVR with user-level intervals, lifts, SRM check, daily breakdown.
 
 ``build_report(store, ExperimentArms(...), start, end)`` is the pure entry point; ``report_router``
-serves it over HTTP and ``cli.register`` adds ``apprank report``.
+serves it over HTTP and ``pipeline.report_cli`` adds ``apprank report``.
 """
 
 from service.report.build import ExperimentArms, build_report, srm_check

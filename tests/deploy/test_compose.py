@@ -35,10 +35,14 @@ def test_compose_file_matches_the_compose_spec_schema() -> None:
 
 
 @pytest.mark.parametrize(
-    "breakage",
-    ["unknown service key", "condition typo", "healthcheck typo"],
+    ("breakage", "named"),
+    [
+        ("unknown service key", "'replica'"),
+        ("condition typo", "'service_ready'"),
+        ("healthcheck typo", "'intervall'"),
+    ],
 )
-def test_schema_rejects_broken_files(breakage: str) -> None:
+def test_schema_rejects_broken_files(breakage: str, named: str) -> None:
     document = copy.deepcopy(compose())
     apprank = document["services"]["apprank"]
     if breakage == "unknown service key":
@@ -47,7 +51,9 @@ def test_schema_rejects_broken_files(breakage: str) -> None:
         apprank["depends_on"]["postgres"]["condition"] = "service_ready"
     else:
         apprank["healthcheck"]["intervall"] = "10s"
-    assert schema_errors(document) != []
+    errors = schema_errors(document)
+    assert errors and all(error.startswith("$.services.apprank") for error in errors), errors
+    assert any(named in error for error in errors), errors
 
 
 def test_two_replicas_without_a_fixed_host_port() -> None:

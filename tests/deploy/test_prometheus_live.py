@@ -72,7 +72,7 @@ def service(tmp_path: Path) -> Iterator[str]:
         "APPRANK_DEFAULT_EXPERIMENT": EXPERIMENT,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "tests.deploy.live_app:create"]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     log = tmp_path / "service.log"
     with log.open("wb") as out:

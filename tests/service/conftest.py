@@ -54,14 +54,17 @@ def settings(tmp_path: Path, models_dir: Path) -> ServiceSettings:
 
 
 @pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
+def client(settings: ServiceSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
 
 
 @pytest.fixture
-def client(settings: ServiceSettings, sink: ListSink) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, sink=sink)) as test_client:
-        yield test_client
+def sink(client: TestClient) -> ListSink:
+    """Keeps what /rank hands to the served-list sink from now on (instead of the event log)."""
+    kept = ListSink()
+    client.app.state.service.ranking.sink = kept  # type: ignore[attr-defined]
+    return kept
 
 
 def rank_body(n: int = 10, user: str = "3", **extra: Any) -> dict[str, Any]:

@@ -273,6 +273,8 @@ def test_rank_without_models_is_503(settings: ServiceSettings, tmp_path: Any) ->
     empty = settings.model_copy(update={"models_dir": tmp_path / "none"})
     with TestClient(create_app(empty)) as client:
         response = client.post("/rank", json=rank_body(2))
-        assert response.status_code == 503 and response.json()["detail"] == "no model is loaded"
+        assert response.status_code == 503
+        unavailable = {"loc": [], "msg": "no model is loaded", "type": "unavailable"}
+        assert response.json() == {"detail": [unavailable]}
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "no model loaded" in ready.json()["reasons"][0]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from model.encoder import FeatureEncoder
+from tests.conftest import wait_until
 from tests.service.bundles import random_weights, write_lr_bundle
 from tests.service.conftest import ADMIN, TOKENS, fifty_fifty, rank_body
 
@@ -88,14 +89,20 @@ def test_rank_and_aggregated_metrics_over_http(server: str) -> None:
     assert fresh_post(server, {"user_id": 1}).status_code == 422
     served = fresh_post(server, rank_body(2)).json()
     event = {"event_id": "e1", "type": "impression", "request_id": served["request_id"], "user_id": "3"}
-    time.sleep(0.3)  # the served list is written off the request path
-    posted = httpx.post(
-        f"{server}/events", json={"events": [event | {"app_id": served["items"][0]["app_id"]}]}
-    )
-    assert posted.status_code == 200, posted.text  # the event log is attached and saw the served list
+    events = {"events": [event | {"app_id": served["items"][0]["app_id"]}]}
+
+    def post_event() -> httpx.Response | None:  # the served list is written off the request path
+        response = httpx.post(f"{server}/events", json=events)
+        return response if response.status_code == 200 else None
+
+    wait_until(post_event, 10, "the event log saw the served list")
     httpx.put(f"{server}/experiments/default", json=fifty_fifty(), headers=ADMIN).raise_for_status()
-    time.sleep(1.2)  # feature counters are flushed by each worker's background thread
-    text = httpx.get(f"{server}/metrics").text
+
+    def flushed_metrics() -> str | None:  # each worker's background thread flushes the feature counters
+        text = httpx.get(f"{server}/metrics").text
+        return text if 'apprank_feature_oov_total{feature="city"} 20.0' in text else None
+
+    text = wait_until(flushed_metrics, 10, "the feature counters of both workers")
     for name in METRIC_NAMES:
         assert name in text, name
     assert 'apprank_http_requests_total{endpoint="/rank",status="200"} 21.0' in text
@@ -106,9 +113,12 @@ def test_rank_and_aggregated_metrics_over_http(server: str) -> None:
 def test_an_experiment_change_reaches_both_workers_within_a_second(server: str) -> None:
     assert fresh_post(server, rank_body(3)).json()["experiment"] == "none"
     httpx.put(f"{server}/experiments/default", json=fifty_fifty(), headers=ADMIN).raise_for_status()
-    time.sleep(1.0)
-    seen = {fresh_post(server, rank_body(3, user=f"u{i}")).json()["experiment"] for i in range(40)}
-    assert seen == {"default"}
+
+    def both_workers_see_it() -> bool:
+        seen = {fresh_post(server, rank_body(3, user=f"u{i}")).json()["experiment"] for i in range(40)}
+        return seen == {"default"}
+
+    wait_until(both_workers_see_it, 1.0, "the change in both workers", interval=0.02)
 
 
 def test_hot_reload_under_concurrent_load_fails_no_request(
@@ -133,10 +143,14 @@ def test_hot_reload_under_concurrent_load_fails_no_request(
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: len(statuses) > 20, 30, "the load running")
     write_lr_bundle(models_dir / "lr", encoder, random_weights(encoder, seed=11), version="20260501.000000")
     reload = httpx.post(f"{server}/models/reload", headers=ADMIN, timeout=30)
-    time.sleep(1.5)  # the other worker reloads on its next poll
+
+    def both_workers_reloaded() -> bool:  # the other worker reloads on its next poll
+        return {fresh_post(server, rank_body(3)).json()["version"] for _ in range(20)} == {"20260501.000000"}
+
+    wait_until(both_workers_reloaded, 10, "the new version in both workers")
     stop.set()
     for thread in threads:
         thread.join()

@@ -100,11 +100,10 @@ def test_counts_missing_and_oov(encoder: FeatureEncoder) -> None:
     request_encoder = RequestEncoder(encoder)
     candidates = [{"app_id": "i1", "features": {"size": "nope"}}, {"app_id": "zzz", "features": {}}]
     request_encoder.encode(request(candidates, {}, {}))
-    counts = request_encoder.stats._counts  # noqa: SLF001 - the accumulator before its flush
-    position = {name: i for i, name in enumerate(SCHEMA.names)}
-    assert counts[:, position["size"]].tolist() == [2, 1, 1]  # values, missing, oov
-    assert counts[:, position["item"]].tolist() == [2, 0, 1]
-    assert counts[:, position["user"]].tolist() == [1, 0, 0]  # user fields count once per request
+    counts = request_encoder.stats.pending()  # the accumulator before its flush
+    assert counts["size"] == (2, 1, 1)  # values, missing, oov
+    assert counts["item"] == (2, 0, 1)
+    assert counts["user"] == (1, 0, 0)  # user fields count once per request
 
 
 @pytest.mark.parametrize(
@@ -219,4 +218,5 @@ def test_item_cache_keeps_the_feature_counts(encoder: FeatureEncoder) -> None:
         plain.encode(request(candidates, {}, {}))
         cached.encode(request(candidates, {}, {}))
     assert cached.item_cache is not None and cached.item_cache.hits == 4
-    np.testing.assert_array_equal(cached.stats._counts, plain.stats._counts)  # noqa: SLF001
+    assert cached.stats.pending() == plain.stats.pending()
+    assert plain.stats.pending()["size"] == (6, 3, 3)

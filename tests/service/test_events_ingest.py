@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,18 +15,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.errors import add_error_handlers, body_loc
 from service.events.counters import EventCounters
 from service.events.log import EventLog, EventLogConfig
 from service.events.routes import events_router
+from service.settings import ServiceSettings
 from tests.service.test_events_support import StoreTarget, event, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]
 
 
-def app_for(event_log: EventLog | None) -> FastAPI:
+def app_for(event_log: EventLog) -> FastAPI:
     app = FastAPI()
-    app.state.event_log = event_log
-    app.include_router(events_router())
+    add_error_handlers(app)
+    app.include_router(events_router(lambda: event_log))
     return app
 
 
@@ -126,6 +130,7 @@ def test_every_kind_of_bad_event_is_refused_with_its_field_and_reason(
     if reason is not None:
         assert rejection["reason"] == reason
     assert (body["accepted"], body["duplicates"]) == (0, 0)
+    assert body["detail"] == [{"loc": list(body_loc(field)), "msg": rejection["reason"], "type": code}]
 
 
 @pytest.mark.parametrize(
@@ -143,10 +148,10 @@ def test_unusable_bodies_are_refused_as_a_whole(
 ) -> None:
     response = client.post("/events", content=content, headers={"content-type": "application/json"})
     assert response.status_code == status
-    detail = response.json()["detail"]
-    assert detail["field"] == field
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == list(body_loc(field if field != "body" else ""))
     if reason is not None:
-        assert detail["reason"] == reason
+        assert detail["msg"] == reason
 
 
 def test_resending_a_batch_is_harmless(client: TestClient, event_log: EventLog) -> None:
@@ -239,11 +244,17 @@ def test_a_store_failure_is_a_503_and_nothing_is_acknowledged(
     monkeypatch.setattr(event_log.store, "record_events", broken)
     response = client.post("/events", json={"events": [event(1, app_id="b")]})
     assert response.status_code == 503
-    assert response.json() == {"detail": {"field": "", "reason": "event store unavailable: RuntimeError"}}
+    assert response.json() == {
+        "detail": [{"loc": [], "msg": "event store unavailable: RuntimeError", "type": "unavailable"}]
+    }
 
 
-def test_without_an_event_log_the_route_answers_503() -> None:
-    with TestClient(app_for(None)) as client:
+def test_without_an_event_log_the_routes_are_not_mounted(tmp_path: Path) -> None:
+    settings = ServiceSettings(
+        models_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'off.db'}", event_log=False
+    )
+    with TestClient(create_app(settings)) as client:
         response = client.post("/events", json={"events": [event(1)]})
-    assert response.status_code == 503
-    assert response.json()["detail"]["reason"] == "the event log is not configured"
+        report = client.get("/experiments/exp/report")
+    assert response.status_code == 404 and report.status_code == 404
+    assert response.json() == {"detail": [{"loc": ["path"], "msg": "Not Found", "type": "not_found"}]}

@@ -7,9 +7,10 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
 from service.events.committer import CommitterClosed, GroupCommitter
-from service.events.counters import EventCounters
+from service.events.counters import EventCounters, EventMetrics
 from service.events.log import EventLog, EventLogConfig
 from service.events.models import BatchOutcome, EventIn
 from service.events.store import SqlEventStore
@@ -152,23 +153,19 @@ def test_a_failed_commit_fails_every_batch_of_its_group() -> None:
     committer.close()
 
 
-class FakeGauge:
-    """Records ``labels(...).set(value)`` calls like a prometheus_client Gauge."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], float] = {}
-
-    def labels(self, experiment: str, arm: str) -> FakeGauge:
-        self._key = (experiment, arm)
-        return self
-
-    def set(self, value: float) -> None:
-        self.values[self._key] = value
+def gauge_values(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """The samples of the registry's one labelled gauge, by (experiment, arm)."""
+    return {
+        (sample.labels["experiment"], sample.labels["arm"]): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
 
 
 def test_maintenance_purges_old_rows_and_publishes_users_per_arm(target: StoreTarget) -> None:
-    gauge = FakeGauge()
-    counters = EventCounters({"apprank_experiment_users": gauge})
+    registry = CollectorRegistry()
+    gauge = Gauge("apprank_experiment_users", "Users per arm.", ["experiment", "arm"], registry=registry)
+    counters = EventCounters(EventMetrics(experiment_users=gauge))
     config = EventLogConfig(retention_days=2, purge_interval_s=0.05, users_refresh_s=0.05)
     event_log = EventLog.open(target.url, config, counters=counters, prefix=target.prefix)
     now = time.time()
@@ -188,9 +185,9 @@ def test_maintenance_purges_old_rows_and_publishes_users_per_arm(target: StoreTa
     event_log.start()
     try:
         deadline = time.monotonic() + 5.0
-        while gauge.values != {("exp", "treatment"): 1} and time.monotonic() < deadline:
+        while gauge_values(registry) != {("exp", "treatment"): 1} and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         event_log.close()
-    assert gauge.values == {("exp", "treatment"): 1}  # the control user's day was purged
+    assert gauge_values(registry) == {("exp", "treatment"): 1}  # the control user's day was purged
     assert counters.snapshot()["served_lists_dropped"] == 0

@@ -39,7 +39,8 @@ def test_no_configured_token_refuses_every_change(settings: ServiceSettings) -> 
     with TestClient(create_app(settings.model_copy(update={"admin_token": None}))) as client:
         response = client.put("/experiments/exp", json=fifty_fifty(), headers=ADMIN)
         assert response.status_code == 403
-        assert "APPRANK_ADMIN_TOKEN" in response.json()["detail"]
+        [detail] = response.json()["detail"]
+        assert detail["loc"] == ["header", "authorization"] and "APPRANK_ADMIN_TOKEN" in detail["msg"]
 
 
 def test_validation_names_the_field(client: TestClient) -> None:

@@ -44,6 +44,10 @@ def test_no_input_breaks_the_api(api_schema: schemathesis.BaseSchema, mode: Gene
     """Every operation gets its own bounded budget of examples, with and without the admin token."""
     for result in api_schema.get_all_operations():
         operation = result.ok()  # type: ignore[union-attr]
+        if operation.path == "/events":
+            # generated events name requests never served, so each batch waits out the unknown-request
+            # grace: tests/service/test_events_ingest.py drives POST /events instead
+            continue
 
         @given(case=operation.as_strategy(mode))
         @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from model.encoder import FeatureEncoder
 from service.app import create_app
+from service.experiments.router import bucket_of
 from service.settings import ServiceSettings
 from tests.service.bundles import (
     item_features,
@@ -117,10 +118,24 @@ def test_sticky_across_two_app_instances(settings: ServiceSettings) -> None:
         assert arms == {"control", "treatment"}
 
 
+def expected_arm(experiment: dict[str, Any], user_id: str) -> str:
+    """The arm the published recipe gives: the user's hash bucket looked up in the allocation."""
+    bucket = bucket_of(experiment["salt"], user_id)
+    [arm] = [a for a, ranges in experiment["allocation"].items() if any(s <= bucket < e for s, e in ranges)]
+    return str(arm)
+
+
 def test_same_arm_across_1000_calls(client: TestClient) -> None:
-    client.put("/experiments/default", json=fifty_fifty(), headers=ADMIN)
-    body = rank_body(2, user="sticky-user")
-    assert len({client.post("/rank", json=body).json()["arm"] for _ in range(1000)}) == 1
+    experiment = client.put("/experiments/default", json=fifty_fifty(), headers=ADMIN).json()
+    users = [f"sticky-{i}" for i in range(100)]
+    arms = {
+        user: {client.post("/rank", json=rank_body(2, user=user)).json()["arm"] for _ in range(10)}
+        for user in users
+    }
+    assert all(
+        arms[user] == {expected_arm(experiment, user)} for user in users
+    )  # 1,000 calls, each as hashed
+    assert set().union(*arms.values()) == {"control", "treatment"}
 
 
 def test_models_endpoint_lists_bundles(client: TestClient) -> None:

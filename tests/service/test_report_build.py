@@ -19,13 +19,14 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from pipeline.report_cli import register
+from service.errors import add_error_handlers
 from service.events.log import EventLog
 from service.events.models import EventIn
 from service.events.store import SqlEventStore
 from service.rank.served import ServedList
 from service.report.build import EPOCH, ExperimentArms, build_report
 from service.report.models import ExperimentReport
-from service.report.routes import report_router
+from service.report.routes import ExperimentLookup, report_router
 from tests.service.test_events_support import StoreTarget, event_in, served_list
 
 pytest_plugins = ["tests.service.test_events_support"]
@@ -175,8 +176,9 @@ def test_arms_outside_the_configuration_are_reported_and_flagged(store: SqlEvent
 def report_client(event_log: EventLog) -> Iterator[TestClient]:
     simulate(event_log.store, {"control": 40, "treatment": 40}, days=2, seed=3)
     app = FastAPI()
-    app.state.event_log = event_log
-    app.include_router(report_router(lambda name: FIFTY_FIFTY if name == "exp" else None))
+    add_error_handlers(app)
+    lookup: ExperimentLookup = lambda name: FIFTY_FIFTY if name == "exp" else None  # noqa: E731
+    app.include_router(report_router(lambda: event_log, lambda: lookup))
     with TestClient(app) as client:
         yield client
 
@@ -193,19 +195,20 @@ def test_report_route_serves_the_report_and_its_chart(report_client: TestClient,
 
 
 @pytest.mark.parametrize(
-    ("url", "status", "field"),
+    ("url", "status", "loc"),
     [
-        ("/experiments/nope/report", 404, "name"),
-        ("/experiments/exp/report?start=2026-02-02&end=2026-02-01", 422, "start"),
+        ("/experiments/nope/report", 404, ["path", "name"]),
+        ("/experiments/exp/report?start=2026-02-02&end=2026-02-01", 422, ["query", "start"]),
+        ("/experiments/exp/report?start=yesterday", 422, ["query", "start"]),
     ],
 )
 def test_report_route_refuses_bad_requests(
-    report_client: TestClient, url: str, status: int, field: str
+    report_client: TestClient, url: str, status: int, loc: list[str]
 ) -> None:
     response = report_client.get(url)
     assert response.status_code == status
-    assert response.json()["detail"]["field"] == field
-    assert report_client.get("/experiments/exp/report?start=yesterday").status_code == 422
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == loc and detail["msg"] and set(detail) == {"loc", "msg", "type"}
 
 
 def test_cli_report_prints_tables_json_and_a_chart(

@@ -21,8 +21,6 @@ import uvicorn
 
 from apprank.bootstrap import BootstrapResult
 from service.app import create_app
-from service.events import EventLog, EventLogConfig
-from service.events.wiring import attach_event_log
 from service.settings import ServiceSettings
 from simulation.ab_test import Simulation, SimulationConfig
 from simulation.eventpost import EventTime
@@ -42,11 +40,9 @@ def lenient_server(tiny_store: BootstrapResult, tmp_path: Path) -> Iterator[str]
         models_dir=tiny_store.config.models_dir,
         database_url=f"sqlite:///{tmp_path / 'days.db'}",
         experiments_file=tiny_store.config.experiments_file,
+        event_clock_skew_s=60 * 86_400.0,
     )
-    config = EventLogConfig(clock_skew_s=60 * 86_400.0)
-    event_log = EventLog.open(settings.database_url, config, prefix=settings.table_prefix)
-    app = create_app(settings, sink=event_log.sink)
-    attach_event_log(app, event_log)
+    app = create_app(settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

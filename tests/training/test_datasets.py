@@ -3,6 +3,7 @@ detection; schema precedence; the data fingerprint."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.files import save_schema_yaml
 from model.schema import FeatureSchema
 from tests.training.conftest import WriteFile
 from training.datasets import (
@@ -28,7 +30,6 @@ from training.readers import (
     LibsvmReader,
     ParquetReader,
     read_all,
-    save_schema_yaml,
     write_table,
 )
 
@@ -42,6 +43,12 @@ def test_frappe_ctr_folder(data_dir: Path) -> None:
     assert splits.valid is not None and splits.valid.path.name == "valid.csv"
     assert splits.test is not None and splits.test.path.name == "test.csv"
     assert "frappe_ctr.yaml" in splits.description
+    with (data_dir / "frappe_ctr" / "train.csv").open(newline="") as file:
+        expected = [row for row, _ in zip(csv.DictReader(file), range(5), strict=False)]
+    chunk = next(splits.train.chunks(chunk_rows=5))  # the rows as the file holds them, in order
+    assert chunk.labels.tolist() == [float(row["label"]) for row in expected]
+    for name in ("user", "daytime", "city", "downloads", "developer"):
+        assert [str(value) for value in chunk.columns[name].tolist()] == [row[name] for row in expected], name
 
 
 @pytest.mark.parametrize(
@@ -72,6 +79,10 @@ def test_raw_frappe_folder_gives_three_splits(data_dir: Path) -> None:
         "test",
     ]
     assert splits.train.seed == 11
+    chunk = next(splits.train.chunks(chunk_rows=3_000))
+    assert set(chunk.labels.tolist()) == {0.0, 1.0}  # the log's positives and the sampled negatives
+    assert abs(float(chunk.labels.mean()) - 1 / 3) < 0.05  # 2 negatives per positive, like frappe_ctr
+    assert set(splits.schema.names) <= set(chunk.columns)
 
 
 @pytest.mark.parametrize("name", ["frappe_ctr", "frappe_raw", "criteo_dac_8k", "frappe_x1", "avazu_8k"])

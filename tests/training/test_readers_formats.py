@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from model.files import schema_sibling
 from model.schema import FeatureSchema
 from tests.training.conftest import WriteFile, load_schema
 from training.readers import (
@@ -23,7 +24,6 @@ from training.readers import (
     read_all,
     write_table,
 )
-from training.readers.writer import schema_sibling
 
 X1 = load_schema("frappe_x1")
 ROW = "1 " + " ".join(f"{i}:1" for i in range(10)) + "\n"

@@ -10,7 +10,7 @@ from training.readers.criteo import CRITEO_COLUMNS, CriteoReader
 from training.readers.delimited import DelimitedReader, TextFile
 from training.readers.frappe_raw import FRAPPE_CTR_COLUMNS, FrappeRawReader, build_frappe_ctr
 from training.readers.sparse import LibffmReader, LibsvmReader
-from training.readers.writer import save_schema_yaml, schema_sibling, write_table
+from training.readers.writer import write_table
 
 __all__ = [
     "CRITEO_COLUMNS",
@@ -27,7 +27,5 @@ __all__ = [
     "TextFile",
     "build_frappe_ctr",
     "read_all",
-    "save_schema_yaml",
-    "schema_sibling",
     "write_table",
 ]

@@ -1,58 +1,18 @@
-"""Writing rows in the layout the readers read back: CSV or Parquet plus a ``.schema.yaml`` sibling.
-
-This is the training-data format of apprank: what ``apprank synth`` writes, and what an export of the
-service's event log should write (one column per field under its ``raw_column`` name, the label as 0/1,
-multi-valued fields joined by their separator, missing = empty / null).
+"""Writing reader chunks in the training-data format (``model.files``): CSV or Parquet plus a
+``.schema.yaml`` sibling, as ``apprank synth`` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
-import yaml
 
-from model.columns import as_category_strings, as_float
-from model.schema import FeatureKind, FeatureSchema
+from model.files import TableWriter, save_schema_yaml, schema_sibling
+from model.schema import FeatureSchema
 from training.readers.base import Chunk
-
-
-def schema_sibling(path: Path) -> Path:
-    """``X.schema.yaml`` beside ``X.csv`` (or ``X.parquet``)."""
-    return path.with_name(f"{path.stem}.schema.yaml")
-
-
-def save_schema_yaml(schema: FeatureSchema, path: Path) -> None:
-    """Write a schema as YAML (``FeatureSchema.load`` reads it back)."""
-    text = yaml.safe_dump(schema.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
-    path.write_text(text)
-
-
-def chunk_table(
-    chunk: Chunk, schema: FeatureSchema, extra: Mapping[str, npt.ArrayLike] | None = None
-) -> pa.Table:
-    """The chunk as an Arrow table: label first, then one column per field present, then ``extra``."""
-    arrays: dict[str, pa.Array] = {schema.label: pa.array(chunk.labels.astype(np.int8))}
-    for spec in schema.fields:
-        if spec.name not in chunk.columns:
-            continue
-        raw: Any = chunk.columns[spec.name]
-        if spec.kind is FeatureKind.NUMERIC:
-            arrays[spec.raw_column] = pa.array(as_float(raw), from_pandas=True)  # NaN -> null
-        elif spec.kind is FeatureKind.MULTI and np.asarray(raw).dtype.kind == "O":
-            rows = [spec.separator.join(map(str, row)) if row is not None else "" for row in raw]
-            arrays[spec.raw_column] = pa.array(rows, type=pa.string())
-        else:
-            arrays[spec.raw_column] = pa.array(as_category_strings(raw).tolist(), type=pa.string())
-    for name, values in (extra or {}).items():
-        arrays[name] = pa.array(np.asarray(values))
-    return pa.table(arrays)
 
 
 def write_table(
@@ -63,11 +23,11 @@ def write_table(
     extra: Mapping[str, npt.ArrayLike] | None = None,
     sibling_schema: bool = True,
 ) -> Path:
-    """Write ``chunk`` as CSV (``.csv``) or Parquet (``.parquet``), with ``X.schema.yaml`` beside it.
+    """Write ``chunk`` as CSV or TSV (``.csv``, ``.tsv``) or Parquet, with ``X.schema.yaml`` beside it.
 
     Args:
         path: the output file; its suffix picks the format.
-        chunk: the rows (columns keyed by field name, as readers produce them).
+        chunk: the rows (columns keyed by field name, as readers produce them); fields it lacks are left out.
         schema: names the columns (``raw_column``) and the label.
         extra: more columns to write (ignored by the readers, e.g. the true probability).
         sibling_schema: also write ``X.schema.yaml``.
@@ -75,15 +35,11 @@ def write_table(
     Returns:
         The path written.
     """
-    table = chunk_table(chunk, schema, extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        pq.write_table(table, path)
-    elif path.suffix in {".csv", ".tsv"}:
-        delimiter = "\t" if path.suffix == ".tsv" else ","
-        pa_csv.write_csv(table, path, pa_csv.WriteOptions(delimiter=delimiter))
-    else:
-        raise ValueError(f"{path}: write .csv, .tsv or .parquet")
+    extra_arrays = {name: np.asarray(values) for name, values in (extra or {}).items()}
+    fields = [spec for spec in schema.fields if spec.name in chunk.columns]
+    dtypes = {name: values.dtype for name, values in extra_arrays.items()}
+    with TableWriter(path, schema, fields, dtypes) as writer:
+        writer.write(chunk.labels, chunk.columns, extra_arrays)
     if sibling_schema:
         save_schema_yaml(schema, schema_sibling(path))
     return path
