@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -142,12 +141,22 @@ def peak_rss_mib(db: Path, name: str) -> dict[str, float]:
 
 
 def report_peak_rss(db: Path, name: str) -> None:
-    """The child of ``peak_rss_mib``: prints the peak RSS before and after one report (MiB)."""
+    """The child of ``peak_rss_mib``: prints its peak RSS before and after one report (MiB).
+
+    VmHWM, not ``getrusage``: Linux carries ``ru_maxrss`` over ``exec`` from the forked parent.
+    """
     store = open_bench_store(db)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = high_water_mib()
     build_report(store, EXPERIMENT, read=PATHS[name])
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before_mib": before, "peak_mib": after}))  # noqa: T201 - read by the parent
+    print(json.dumps({"before_mib": before, "peak_mib": high_water_mib()}))  # noqa: T201 - for the parent
+
+
+def high_water_mib() -> float:
+    """This process's peak resident set size (``VmHWM``), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def parse_args() -> argparse.Namespace:
@@ -207,7 +216,8 @@ def show(sizes: dict[str, int], build: dict[str, float], paths: dict[str, dict[s
             name,
             f"{figures['cold_median_s']:.2f}",
             f"{figures['warm_median_s']:.2f}",
-            " ".join(f"{c:.1f}/{w:.1f}" for c, w in zip(figures["cold_s"], figures["warm_s"], strict=True)),
+            f"{min(figures['cold_s']):.1f}-{max(figures['cold_s']):.1f} / "
+            f"{min(figures['warm_s']):.1f}-{max(figures['warm_s']):.1f}",
             f"{figures['peak_rss_mib']:.0f} (+{figures['peak_rss_mib'] - figures['rss_before_mib']:.0f})",
         )
     Console().print(table)

@@ -5,7 +5,7 @@ window's start (cumulative: as of a day), and Ip, Dp the impressions and downloa
 pre-period: the ``lookback`` days before the user's first day in the experiment, over the whole event
 store (any experiment), so nothing the experiment changed leaks into the covariate. Users without
 events in their pre-period get Ip = Dp = 0 (they stay in the analysis; see README: CUPED). Downloads
-count only with an impression of the same (request, app) (``userdays``: the download rule).
+count only with an impression of the same (request, app), on its day (``userdays``: the download rule).
 
 Sums of squares of cumulative counts do not add over days, so each (arm, day) row holds the change
 that day brings to every sum: a user whose cumulative impressions go from c - i to c adds
@@ -29,14 +29,14 @@ from service.db import Database
 from service.report.stats import UserSums
 from service.report.userdays import (
     IntArray,
-    OrphanKey,
     PrePeriod,
+    RowKey,
     UserDays,
-    orphan_downloads,
+    corrected,
+    download_corrections,
     pre_period,
     read_user_days,
     snapshot,
-    without_orphans,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -144,12 +144,12 @@ def read_arm_days(
     db, prefix = store.db, store.prefix
     with snapshot(db) as cursor:
         rows = read_user_days(db, cursor, prefix, experiment)
-        orphans: dict[OrphanKey, int] = {}
+        changes: dict[RowKey, int] = {}
         if rows.day.size:  # the pre-period lies within lookback_days before the first day
             low = int(rows.day.min()) - lookback_days
-            orphans = orphan_downloads(db, cursor, prefix, low, int(rows.day.max()))
-            rows = without_orphans(rows, experiment, orphans)
-        pre = pre_period(db, cursor, prefix, experiment, rows, lookback_days, orphans)
+            changes = download_corrections(db, cursor, prefix, low, int(rows.day.max()))
+            rows = corrected(rows, experiment, changes)
+        pre = pre_period(db, cursor, prefix, experiment, rows, lookback_days, changes)
     return arm_days(rows, pre, first_day, last_day)
 
 
