@@ -88,6 +88,17 @@ class UserDays:
     impressions: IntArray
     downloads: IntArray
 
+    def select(self, rows: npt.NDArray[np.bool_]) -> UserDays:
+        """The rows where ``rows`` is true (groups keep their indices, empty ones included)."""
+        return UserDays(
+            self.arms,
+            self.users,
+            self.group[rows],
+            self.day[rows],
+            self.impressions[rows],
+            self.downloads[rows],
+        )
+
     def first_days(self) -> IntArray:
         """Per group, its first day (every group has a row)."""
         starts = np.searchsorted(self.group, np.arange(len(self.arms)))
