@@ -114,14 +114,16 @@ def time_paths(url: str, names: list[str], runs: int) -> dict[str, dict[str, lis
 
     The paths alternate within each run, so both see the same load on a shared machine.
     """
-    timings: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": []} for name in names}
+    kinds = ("cold", "warm", "cold_cpu", "warm_cpu")
+    timings: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind in kinds} for name in names}
     for run in range(runs):
         for name in names if run % 2 == 0 else names[::-1]:
             store = open_bench_store(url)
             for kind in ("cold", "warm"):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 build_report(store, EXPERIMENT, read=PATHS[name])
                 timings[name][kind].append(time.perf_counter() - started)
+                timings[name][f"{kind}_cpu"].append(time.process_time() - cpu)
             store.db.close()
             log.info(
                 "%s: cold %.2f s, warm %.2f s", name, timings[name]["cold"][-1], timings[name]["warm"][-1]
@@ -241,13 +243,8 @@ def show(
         + (f"{build['load_s'] + build['rebuild_user_days_s']:.1f} s" if build else "reused")
     )
     table = Table(title=title)
-    for column in (
-        "read path",
-        "cold median (s)",
-        "warm median (s)",
-        "all cold / warm (s)",
-        "peak RSS (MiB)",
-    ):
+    columns = ["read path", "cold median (s)", "warm median (s)", "cold / warm range (s)"]
+    for column in [*columns, "CPU cold / warm (s)", "peak RSS (MiB)"]:
         table.add_column(column, justify="right")
     for name, figures in paths.items():
         table.add_row(
@@ -256,17 +253,22 @@ def show(
             f"{figures['warm_median_s']:.2f}",
             f"{min(figures['cold_s']):.1f}-{max(figures['cold_s']):.1f} / "
             f"{min(figures['warm_s']):.1f}-{max(figures['warm_s']):.1f}",
+            f"{figures['cold_cpu_median_s']:.2f} / {figures['warm_cpu_median_s']:.2f}",
             f"{figures['peak_rss_mib']:.0f} (+{figures['peak_rss_mib'] - figures['rss_before_mib']:.0f})",
         )
     Console().print(table)
 
 
 def path_figures(timings: dict[str, list[float]], rss: dict[str, float]) -> dict[str, Any]:
+    """One path's figures: wall and CPU seconds (this process's: a PostgreSQL server's are not in it)."""
+    medians = {f"{kind}_median_s": statistics.median(timings[kind]) for kind in ("cold", "warm")}
+    medians |= {f"{kind}_median_s": statistics.median(timings[kind]) for kind in ("cold_cpu", "warm_cpu")}
     return {
         "cold_s": timings["cold"],
         "warm_s": timings["warm"],
-        "cold_median_s": statistics.median(timings["cold"]),
-        "warm_median_s": statistics.median(timings["warm"]),
+        "cold_cpu_s": timings["cold_cpu"],
+        "warm_cpu_s": timings["warm_cpu"],
+        **medians,
         "peak_rss_mib": rss["peak_mib"],
         "rss_before_mib": rss["before_mib"],
     }
