@@ -10,10 +10,12 @@ and removed by the next run (``remove_stale``) while a concurrent run's namespac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,12 +113,25 @@ class VethPair:
         """The namespace's routing table, one route a line."""
         return [line.strip() for line in _ip("-n", node.namespace, "route", "show").splitlines() if line]
 
+    def kill(self, node: Node) -> list[int]:
+        """SIGKILL every process inside ``node``'s namespace (a machine lost); returns their ids.
+
+        torchrun starts its workers in sessions of their own, so ending the launching process or its
+        process group would leave them running: the namespace is what they all share.
+        """
+        pids = [int(pid) for pid in _ip("netns", "pids", node.namespace).split()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
     def remove(self) -> None:
-        """Delete both namespaces (idempotent); the veth pair is destroyed with them."""
+        """End the processes inside, delete both namespaces (idempotent); the veth pair goes with them."""
         existing = set(namespaces())
-        for name in self._created:
-            if name in existing:
-                _ip("netns", "delete", name)
+        for node in (self.a, self.b):
+            if node.namespace in existing and node.namespace in self._created:
+                self.kill(node)
+                _ip("netns", "delete", node.namespace)
         if self.a.interface in _ip("link", "show"):  # created but not yet moved into a namespace
             _ip("link", "delete", self.a.interface)
         self._created.clear()

@@ -45,20 +45,30 @@ def _train_command(data: Path, out: Path, *launch: str) -> list[str]:
 
 
 def _run_all(commands: list[list[str]], logs: list[Path]) -> None:
-    """Start every command at once and wait for all; on a failure or the deadline, end the others."""
-    processes = []
+    """Run every command at once; the first failure (or the deadline) ends the others and fails the test.
+
+    Polls rather than waiting on one process after another: a node that fails early leaves its peer
+    waiting for it, and that peer must not hold the test until the deadline.
+    """
+    processes: list[subprocess.Popen[bytes]] = []
     for command, log in zip(commands, logs, strict=True):
         with log.open("wb") as sink:
             processes.append(subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT))
     deadline = time.monotonic() + TIMEOUT_S
     try:
-        for process in processes:
-            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        while any(p.poll() is None for p in processes) and not any(p.returncode for p in processes):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the runs did not finish within {TIMEOUT_S} s")
+            time.sleep(0.2)
     finally:
         for process in processes:
             if process.poll() is None:
-                process.kill()
-                process.wait()
+                process.terminate()  # torchrun ends its workers on SIGTERM; the fixture kills what is left
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     for process, log in zip(processes, logs, strict=True):
         assert process.returncode == 0, f"{log.name} exited {process.returncode}:\n{log.read_text()[-3000:]}"
 
