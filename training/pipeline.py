@@ -35,7 +35,7 @@ from model.nets import build_model, model_spec
 from model.nets.calibration import PlattScaled, fit_platt
 from model.schema import FeatureSchema
 from training.config import TrainConfig, load_config
-from training.data import EncodedData, encode_chunks, split_rows
+from training.data import EncodedData, encode_chunks, limit_rows, split_rows
 from training.datasets import DatasetSplits, data_fingerprint, resolve_dataset
 from training.distributed import init_distributed, shutdown
 from training.readers.base import Chunk, Reader
@@ -68,23 +68,12 @@ class TrainResult:
 
 
 def _limited(reader: Reader, config: TrainConfig) -> Iterator[Chunk]:
-    remaining = config.max_rows
-    for chunk in reader.chunks(config.chunk_rows):
-        if remaining is None:
-            yield chunk
-            continue
-        if remaining <= 0:
-            return
-        if chunk.num_rows > remaining:
-            columns = {name: values[:remaining] for name, values in chunk.columns.items()}
-            chunk = Chunk(columns, chunk.labels[:remaining], chunk.first_line)
-        remaining -= chunk.num_rows
-        yield chunk
+    return limit_rows(reader.chunks(config.chunk_rows), config.max_rows)
 
 
-def fit_on(schema: FeatureSchema, chunks: Iterator[Chunk]) -> FeatureEncoder:
-    """Fit an encoder in one streaming pass."""
-    fitter = EncoderFitter(schema)
+def fit_on(schema: FeatureSchema, chunks: Iterator[Chunk], vocab_cap: int | None = None) -> FeatureEncoder:
+    """Fit an encoder in one streaming pass (a vocabulary past ``vocab_cap`` falls back to hashing)."""
+    fitter = EncoderFitter(schema, vocab_cap=vocab_cap)
     for chunk in chunks:
         fitter.update(chunk.columns)
     return fitter.finish()
@@ -99,7 +88,7 @@ def prepare(
     leaks into the vocabulary.
     """
     if splits.valid is not None:
-        encoder = encoder or fit_on(splits.schema, _limited(splits.train, config))
+        encoder = encoder or fit_on(splits.schema, _limited(splits.train, config), config.prepare.vocab_cap)
         train = encode_chunks(encoder, _limited(splits.train, config))
         valid = encode_chunks(encoder, splits.valid.chunks(config.chunk_rows))
         test = (
@@ -112,7 +101,7 @@ def prepare(
     n_valid, n_test = int(rows * config.valid_fraction), int(rows * config.test_fraction)
     whole = _concat(chunks)
     train_rows = np.sort(order[n_valid + n_test :])
-    encoder = encoder or fit_on(splits.schema, iter([_take(whole, train_rows)]))
+    encoder = encoder or fit_on(splits.schema, iter([_take(whole, train_rows)]), config.prepare.vocab_cap)
     encoded = encode_chunks(encoder, [whole])
     train, valid, test = split_rows(encoded, order, n_valid, n_test)
     return encoder, Splits(train, valid, test if n_test else None)
