@@ -31,13 +31,20 @@ def _require_training_extras() -> None:
 
 
 def train(
-    data: Annotated[Path, typer.Option(help="a data file, or a directory with train/valid/test files")],
+    data: Annotated[
+        Path, typer.Option(help="a data file, a directory with train/valid/test files, or a prepared dataset")
+    ],
     out: Annotated[Path, typer.Option(help="bundle directory to write")],
     model: Annotated[str | None, typer.Option(help="registry name: lr, fm, deepfm, ...")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML training config")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value (repeatable)")] = None,
     schema: Annotated[Path | None, typer.Option(help="feature schema YAML/JSON (default: detected)")] = None,
-    resume: Annotated[Path | None, typer.Option(help="bundle to continue training from")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="a bundle to warm-start from, or a step-checkpoint folder (<out>.checkpoints) to continue"
+        ),
+    ] = None,
     nproc: Annotated[int, typer.Option(min=1, help="data-parallel processes (torchrun; gloo on CPU)")] = 1,
 ) -> None:
     """Train a model and write a verified model bundle (ONNX + encoder + schema + manifest)."""
@@ -57,7 +64,7 @@ def train(
         result = train_bundle(
             data, out, train_config, schema=feature_schema, resume=resume, console=err_console
         )
-    except (ConfigError, ReaderError, ExportError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, ReaderError, ExportError, FileNotFoundError, FileExistsError, ValueError) as error:
         _print_error(error)
         raise typer.Exit(2) from None
     if result is None:

@@ -61,9 +61,13 @@ def row_splits(
     return out
 
 
-def cache_key(splits: DatasetSplits, config: TrainConfig) -> str:
-    """Names the prepared content: data fingerprint, schema hash and every setting that changes it."""
+def cache_key(splits: DatasetSplits, config: TrainConfig, encoder: FeatureEncoder | None = None) -> str:
+    """Names the prepared content: data fingerprint, schema hash, every setting that changes it, and
+    the encoder when one is imposed (a warm start keeps its bundle's encoder)."""
     settings = {
+        "encoder": None
+        if encoder is None
+        else hashlib.sha256(json.dumps(encoder.state_dict()).encode()).hexdigest(),
         "prepare": config.prepare.model_dump(mode="json"),
         "max_rows": config.max_rows,
         "split": None
@@ -203,6 +207,11 @@ def _estimated_total(splits: DatasetSplits, train_rows: int) -> int | None:
     return int(train_rows * sum(sizes.values()) / sizes["train"])
 
 
+def raw_size(splits: DatasetSplits) -> int:
+    """Bytes on disk of every split's input."""
+    return sum(_size(reader.path) for reader in splits.named().values())
+
+
 def _size(path: Path) -> int:
     return (
         sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
@@ -227,6 +236,7 @@ def prepare_dataset(
     if out.exists():
         raise FileExistsError(f"{out} exists: prepare writes a new folder")
     console = console or Console(stderr=True)
+    imposed = encoder
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the dataset
@@ -241,11 +251,11 @@ def prepare_dataset(
             infos = preparer.write(encoder, staging, _estimated_total(splits, rows))
         if "train" not in infos:
             raise ValueError(f"{splits.description}: no training rows")
-        manifest = _manifest(splits, config, infos, hashed)
+        manifest = _manifest(splits, config, infos, hashed, imposed)
         encoder.save(staging / ENCODER)
         save_schema_yaml(splits.schema, staging / SCHEMA)
         manifest.save(staging)
-        staging.rename(out)
+        _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("prepared %s: %s", out, ", ".join(f"{k} {v.rows:,} rows" for k, v in manifest.splits.items()))
@@ -256,8 +266,22 @@ def prepare_dataset(
     return manifest
 
 
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished folder to ``out``; another process that finished first wins (same content)."""
+    try:
+        staging.rename(out)
+    except OSError:
+        if not (out / "manifest.json").is_file():
+            raise
+        log.info("%s was prepared meanwhile by another process: keeping that one", out)
+
+
 def _manifest(
-    splits: DatasetSplits, config: TrainConfig, infos: dict[str, SplitInfo], hashed: list[str]
+    splits: DatasetSplits,
+    config: TrainConfig,
+    infos: dict[str, SplitInfo],
+    hashed: list[str],
+    imposed: FeatureEncoder | None,
 ) -> PreparedManifest:
     settings = config.prepare
     return PreparedManifest(
@@ -265,7 +289,7 @@ def _manifest(
         source=splits.description,
         data_fingerprint=data_fingerprint(splits),
         schema_hash=splits.schema.content_hash(),
-        cache_key=cache_key(splits, config),
+        cache_key=cache_key(splits, config, imposed),
         row_group_rows=settings.row_group_rows,
         shard_rows=settings.shard_rows,
         compression=settings.compression,
