@@ -77,3 +77,22 @@ def launch(topology: Topology, argv: list[str]) -> int:
     except Exception:  # noqa: BLE001 - torchrun already logged the failing rank's traceback
         return 1
     return 0
+
+
+def gather_concat(values: torch.Tensor, context: DistContext | None) -> torch.Tensor:
+    """Every rank's 1-D ``values`` concatenated in rank order, on every rank (CPU; identity alone).
+
+    Ranks may hold different lengths: each pads to the longest before the all-gather.
+    """
+    if context is None:
+        return values
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    local = values.to(device) if device is not None else values
+    sizes = [torch.zeros(1, dtype=torch.int64, device=local.device) for _ in range(context.world)]
+    dist.all_gather(sizes, torch.tensor([local.numel()], dtype=torch.int64, device=local.device))
+    longest = max(int(s.item()) for s in sizes)
+    padded = torch.zeros(longest, dtype=local.dtype, device=local.device)
+    padded[: local.numel()] = local
+    parts = [torch.empty_like(padded) for _ in range(context.world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(size.item())].cpu() for part, size in zip(parts, sizes, strict=True)])
