@@ -1,11 +1,14 @@
 """Two machines for real: one training node in each of two network namespaces, over TCP on a veth pair.
 
-Node 0 (192.0.2.1) hosts torchrun's rendezvous; node 1 (192.0.2.2) joins it. The run must train to the
-test AUC of one process on the same data, and rank 0 alone writes the bundle.
+Node 0 (192.0.2.1) hosts torchrun's rendezvous; node 1 (192.0.2.2) joins it. On one prepared dataset
+(a frappe_ctr subset, uneven: the last row group is short) the run must train to the test AUC of one
+process, each node must read only its own row groups, the two must read every row once per epoch, and
+rank 0 alone writes the bundle. What a rank read comes from the loader's log line per epoch.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -17,11 +20,14 @@ import pytest
 from model.bundle import read_bundle
 from tests import netns
 from tests.conftest import require
+from training.prepared.reader import PreparedDataset, assigned, epoch_order
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 29400  # any port: the namespaces are fresh, nothing else listens in them
-SETS = ("model=fm", "epochs=1", "max_rows=20000", "batch_size=1024", "threads=1", "precision=fp32")
+SETS = ("model=fm", "epochs=1", "batch_size=1024", "threads=1", "precision=fp32")
+PREPARE_SETS = ("max_rows=40000", "prepare.row_group_rows=4096")  # 10 row groups, the last of 3,136 rows
 TIMEOUT_S = 300
+READ = re.compile(r"rank (\d+)/(\d+) train epoch (\d+): read (\d+) row groups, (\d+) rows, (\d+) steps")
 
 
 @pytest.fixture
@@ -101,20 +107,54 @@ server.accept()[0].close()
 """
 
 
+def _prepare(data: Path, out: Path) -> PreparedDataset:
+    command = [sys.executable, "-m", "apprank", "prepare", "--data", str(data), "--out", str(out)]
+    command += [arg for item in PREPARE_SETS for arg in ("--set", item)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=TIMEOUT_S)
+    return PreparedDataset(out)
+
+
+def _reads(log: Path) -> list[tuple[int, ...]]:
+    """(rank, world, epoch, row groups, rows, steps) of every training epoch the log reports."""
+    return [tuple(int(value) for value in match) for match in READ.findall(log.read_text())]
+
+
 def test_two_nodes_train_like_one_process(pair: netns.VethPair, data_dir: Path, tmp_path: Path) -> None:
-    data = data_dir / "frappe_ctr"
+    prepared = tmp_path / "prepared"
+    dataset = _prepare(data_dir / "frappe_ctr", prepared)
     launch = ("--nnodes", "2", "--master-addr", pair.a.address, "--master-port", str(PORT), "--nproc", "1")
-    commands = [_train_command(data, tmp_path / "one", "--nproc", "1")]
+    commands = [_train_command(prepared, tmp_path / "one", "--nproc", "1")]
     for rank, node in enumerate((pair.a, pair.b)):
-        argv = _train_command(data, tmp_path / f"node{rank}", *launch, "--node-rank", str(rank))
+        argv = _train_command(prepared, tmp_path / f"node{rank}", *launch, "--node-rank", str(rank))
         # gloo binds to the interface named here (the host name resolves to an address the namespace lacks)
         commands.append(node.command(argv, {"GLOO_SOCKET_IFNAME": node.interface}))
-    _run_all(commands, [tmp_path / name for name in ("one.log", "node0.log", "node1.log")])
-    single = read_bundle(tmp_path / "one").manifest.metrics["test"]
-    double = read_bundle(tmp_path / "node0").manifest.metrics["test"]
+    logs = [tmp_path / name for name in ("one.log", "node0.log", "node1.log")]
+    _run_all(commands, logs)
+    single = read_bundle(tmp_path / "one").manifest.metrics
+    double = read_bundle(tmp_path / "node0").manifest.metrics
     assert not (tmp_path / "node1").exists()  # rank 0 alone writes the bundle
-    assert abs(single["auc"] - double["auc"]) <= 0.002, (single, double)
-    assert double["auc"] > 0.85  # it learned
+    assert single["training"]["streamed"] == double["training"]["streamed"] == 1.0
+    assert abs(single["test"]["auc"] - double["test"]["auc"]) <= 0.002, (single["test"], double["test"])
+    assert double["test"]["auc"] > 0.85  # it learned
+    _check_reads(dataset, logs)
+
+
+def _check_reads(dataset: PreparedDataset, logs: list[Path]) -> None:
+    """Each node read only its own row groups, and the two together every row of the epoch once."""
+    groups = dataset.row_groups("train")
+    rows = dataset.rows("train")
+    assert _reads(logs[0]) == [(0, 1, 1, len(groups), rows, _reads(logs[0])[0][5])]
+    per_node = [_reads(log) for log in logs[1:]]
+    for rank, reads in enumerate(per_node):
+        own = assigned(groups, rank, 2)
+        # one epoch, this node's rank only: exactly its row groups' count and rows
+        assert reads == [(rank, 2, 1, len(own), sum(g.rows for g in own), reads[0][5])], reads
+    assert per_node[0][0][5] == per_node[1][0][5]  # the same number of steps on both nodes
+    assert per_node[0][0][4] != per_node[1][0][4]  # uneven: the short row group went to one node only
+    assert sum(reads[0][4] for reads in per_node) == rows  # every row once over the two nodes
+    # the assignment the loader reads by: a partition of the row groups, in a per-epoch seeded order
+    owned = [{g.index for g in epoch_order(groups, 1, 1, rank, 2)} for rank in range(2)]
+    assert owned[0] | owned[1] == {g.index for g in groups} and not owned[0] & owned[1]
 
 
 def test_namespaces_of_a_dead_run_are_removed_and_a_live_runs_kept(pair: netns.VethPair) -> None:
