@@ -302,10 +302,11 @@ class Trainer:
         self.network.train()
         started = time.perf_counter()
         task = progress.add_task(f"epoch {loop.epoch}", total=len(data))
-        total = torch.zeros((), device=self.device)
+        # float64, continued from the checkpoint's sum: a resumed epoch adds in the same order
+        total = torch.full((), loop.loss_sum, dtype=torch.float64, device=self.device)
         depth = self.config.stream.prefetch_batches
         for step in maybe_prefetch(self._inputs(data, generator, loop), self.config.async_loading, depth):
-            total += self._step(step)
+            total += self._step(step).double()
             loop.step += 1
             loop.global_step += 1
             progress.advance(task, step.step_rows if step.step_rows >= 0 else self.config.batch_size)
@@ -314,13 +315,13 @@ class Trainer:
             if checkpoints is not None and checkpoints.due(loop.global_step):
                 self._checkpoint(checkpoints, loop, total, started)
         progress.remove_task(task)
-        loop.loss_sum += float(total)
+        loop.loss_sum = float(total)
         loop.epoch_seconds += time.perf_counter() - started
         return loop.loss_sum / max(self._steps(data), 1)
 
     def _checkpoint(self, checkpoints: Checkpointer, loop: LoopState, total: Tensor, started: float) -> None:
         snapshot = copy.copy(loop)
-        snapshot.loss_sum += float(total)
+        snapshot.loss_sum = float(total)
         snapshot.epoch_seconds += time.perf_counter() - started
         payload = {
             "model": self.model.state_dict(),

@@ -86,6 +86,10 @@ class Block:
         """The given rows (an index array or a slice), as a new block."""
         return Block(self.idx[rows], self.val[rows], tuple(b[rows] for b in self.bags), self.labels[rows])
 
+    def copy(self) -> Block:
+        """A block owning its arrays (a slice keeps its source's buffers alive)."""
+        return Block(self.idx.copy(), self.val.copy(), tuple(b.copy() for b in self.bags), self.labels.copy())
+
     def to_torch(self) -> tuple[ModelBatch, Tensor]:
         """The batch the nets take (int64 indices, as in memory) and float32 labels."""
         batch = ModelBatch(

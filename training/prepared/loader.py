@@ -2,10 +2,13 @@
 
 ``StreamTrain`` is what ``Trainer.fit`` takes instead of in-memory ``EncodedData``: each epoch is
 ``steps`` batches of ``local_batch`` rows (see ``reader`` for the invariants). A rank whose rows have run
-out gets a single masked row, so that its forward and backward pass still reach every parameter and
-DDP's gradient all-reduce is met by every rank. The loss of a step is the sum over the real rows of all
-ranks divided by their number (``step_rows``, known on every rank from the manifest), so padding never
-weighs in and a step is the same mean as in single-process training.
+out trains on masked filler rows (copies of real rows it read this epoch, mask 0), so that its forward
+and backward pass still reach every parameter and DDP's gradient all-reduce is met by every rank; real
+rows rather than zeros because batch normalisation updates its running statistics from whatever it
+sees, and needs two rows at least (a batch of one real row gets one filler row). The loss of a step is
+the sum over the real rows of all ranks divided by their number (``step_rows``, known on every rank
+from the manifest), so filler rows never weigh in and a step is the same mean as in single-process
+training.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from training.prepared.reader import (
     step_rows,
     steps_per_epoch,
 )
+
+MIN_ROWS = 2  # batch normalisation in training mode needs two rows
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,16 @@ class StreamTrain:
             local_batch=self.local_batch, buffer_rows=self.buffer_rows, stats=stats,
         )  # fmt: skip
 
-    def step_batch(self, step: int, block: Block) -> StepBatch:
-        """Step ``step`` (0-based) of an epoch from its block; an empty block becomes one masked row."""
+    def step_batch(self, step: int, block: Block, filler: Block | None) -> StepBatch:
+        """Step ``step`` (0-based) of an epoch from its block; one of fewer than 2 rows is completed
+        with masked ``filler`` rows (zeros when the rank has read no row)."""
         mask = None
-        if not len(block):
-            block = _padding_row(block)
-            mask = torch.zeros(1)
+        if len(block) < MIN_ROWS:
+            extra = filler if filler is not None else _zero_rows(block, MIN_ROWS)
+            if len(block):
+                extra = extra.take(slice(0, MIN_ROWS - len(block)))
+            mask = torch.cat([torch.ones(len(block)), torch.zeros(len(extra))])
+            block = Block.concat([block, extra])
         batch, labels = block.to_torch()
         if self.pin_memory:
             batch = ModelBatch(
@@ -93,18 +102,21 @@ class StreamTrain:
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[StepBatch]:
         """Epoch ``epoch``'s step inputs, the first ``skip`` steps read but left out (a resumed run)."""
+        filler: Block | None = None
         for step, block in enumerate(self.blocks(epoch)):
+            if filler is None and len(block) >= MIN_ROWS:
+                filler = block.take(slice(0, self.local_batch)).copy()
             if step >= skip:
-                yield self.step_batch(step, block)
+                yield self.step_batch(step, block, filler)
 
 
-def _padding_row(empty: Block) -> Block:
-    """One all-missing row (index 0, value 0, empty bags, label 0) shaped like ``empty``."""
+def _zero_rows(like: Block, rows: int) -> Block:
+    """All-missing rows (index 0, value 0, empty bags, label 0) shaped like ``like``."""
     return Block(
-        np.zeros((1, empty.idx.shape[1]), np.int32),
-        np.zeros((1, empty.val.shape[1]), np.float32),
-        tuple(np.zeros((1, b.shape[1]), np.int32) for b in empty.bags),
-        np.zeros(1, np.int8),
+        np.zeros((rows, like.idx.shape[1]), np.int32),
+        np.zeros((rows, like.val.shape[1]), np.float32),
+        tuple(np.zeros((rows, b.shape[1]), np.int32) for b in like.bags),
+        np.zeros(rows, np.int8),
     )
 
 
