@@ -27,7 +27,7 @@ from service.events.counters import EventCounters
 from service.events.log import EventLog, EventLogConfig
 from service.events.routes import events_router
 from service.experiments.admin import ExperimentAdmin
-from service.experiments.models import ExperimentSpec
+from service.experiments.models import ExperimentSpec, valid_name
 from service.experiments.router import Router
 from service.experiments.routes import router as experiments_router
 from service.experiments.store import ExperimentStore
@@ -40,6 +40,7 @@ from service.rank.rank_service import RankService
 from service.rank.registry import LoadOptions, ModelRegistry
 from service.rank.routes import document_rank, rank_route
 from service.rank.served import NullSink, ServedListSink
+from service.report.build import ExperimentArms
 from service.report.routes import ExperimentLookup, lookup_from_store, report_router
 from service.settings import ServiceSettings
 from service.state import ServiceState, get_state
@@ -150,7 +151,13 @@ def _event_log(state: Annotated[ServiceState, Depends(get_state)]) -> EventLog:
 
 
 def _experiment_lookup(state: Annotated[ServiceState, Depends(get_state)]) -> ExperimentLookup:
-    return lookup_from_store(state.store)
+    lookup = lookup_from_store(state.store)
+
+    def known(name: str) -> ExperimentArms | None:
+        # a name no experiment can have is unknown without a query (PostgreSQL refuses a NUL in text)
+        return lookup(name) if valid_name(name) else None
+
+    return known
 
 
 def app_from_env() -> FastAPI:

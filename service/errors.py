@@ -82,8 +82,21 @@ def error_body(issues: Sequence[FieldIssue]) -> bytes:
 
 
 def issue_dict(issue: FieldIssue) -> dict[str, Any]:
-    """One issue as the JSON object of the error shape."""
-    return {"loc": list(issue.loc), "msg": issue.msg, "type": issue.type}
+    """One issue as the JSON object of the error shape; any text is made encodable first (a field
+    path or message may quote what the client sent: a lone surrogate must not turn a 422 into a 500)."""
+    loc = [part if isinstance(part, int) else printable(str(part)) for part in issue.loc]
+    return {"loc": loc, "msg": printable(str(issue.msg)), "type": printable(str(issue.type))}
+
+
+def printable(text: str) -> str:
+    """``text``, with NUL characters and lone surrogates written as escapes (``\\x00``, ``\\ud800``)."""
+    if "\x00" not in text:
+        try:
+            text.encode()
+            return text
+        except UnicodeEncodeError:
+            pass
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def body_loc(path: str) -> Loc:

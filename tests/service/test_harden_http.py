@@ -1,0 +1,106 @@
+"""Issue 16, the HTTP and input half: hostile ids, values and admin bodies on both stores.
+
+Each test names its case of the issue. Every app here runs on SQLite and on the real PostgreSQL (its
+own table prefix in the session's schema), so both stores are held to the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.service.conftest import ADMIN, TOKENS, fifty_fifty, rank_body
+from tests.service.test_events_support import StoreTarget
+
+pytest_plugins = ["tests.service.test_events_support"]
+
+JSON = {"content-type": "application/json"}
+ODD_NAMES = ["a%00b", "a%00", "%00"]
+
+
+@pytest.fixture
+def api(target: StoreTarget, models_dir: Path) -> Iterator[TestClient]:
+    """The whole service on the test's store (SQLite file or PostgreSQL with its own prefix)."""
+    settings = ServiceSettings(
+        models_dir=models_dir,
+        database_url=target.url,
+        table_prefix=target.prefix,
+        admin_token=TOKENS,
+        sync_interval_s=0.1,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def detail(response: Any) -> dict[str, Any]:
+    first: dict[str, Any] = response.json()["detail"][0]
+    return first
+
+
+def test_auth_comes_before_validation_and_models_hide_paths(api: TestClient, models_dir: Path) -> None:
+    """Case 14: an unauthenticated malformed PUT is a 401 (a wrong token a 403), never a 422 with
+    validation detail; GET /models names bundles but not where they lie on the server's disk."""
+    for body in (b"{not json", b'{"arms": 1}', orjson.dumps(fifty_fifty())):
+        response = api.put("/experiments/x", content=body, headers=JSON)
+        assert response.status_code == 401, response.text
+        assert detail(response)["loc"] == ["header", "authorization"]
+        wrong = api.put("/experiments/x", content=body, headers={**JSON, "Authorization": "Bearer no"})
+        assert wrong.status_code == 403, wrong.text
+    assert api.put("/experiments/x", content=b"{not json", headers={**JSON, **ADMIN}).status_code == 400
+    assert api.put("/experiments/x", json=fifty_fifty(), headers=ADMIN).status_code == 201
+    models = api.get("/models")
+    assert [m["name"] for m in models.json()] == ["lr", "lr2"]
+    assert all("path" not in m for m in models.json())
+    assert str(models_dir) not in models.text
+
+
+def test_names_no_experiment_can_have_are_not_found(api: TestClient) -> None:
+    """Case 10: GET, DELETE, audit and report of a name holding a NUL answer 404 on both stores (the
+    PostgreSQL store answered 500 DataError)."""
+    assert api.put("/experiments/exp", json=fifty_fifty(), headers=ADMIN).status_code == 201
+    for name in ODD_NAMES:
+        for method, path in [
+            ("GET", f"/experiments/{name}"),
+            ("GET", f"/experiments/{name}/audit"),
+            ("GET", f"/experiments/{name}/report"),
+            ("DELETE", f"/experiments/{name}"),
+        ]:
+            response = api.request(method, path, headers=ADMIN)
+            assert response.status_code == 404, (method, path, response.text)
+            assert detail(response)["loc"] == ["path", "name"]
+    assert api.get("/experiments/exp").status_code == 200  # the store is still fine
+
+
+VALID_ARMS = '[{"name":"a","model":"lr","weight":50},{"name":"b","model":"lr2","weight":50}]'
+HOSTILE_SPECS: list[tuple[bytes, list[Any]]] = [
+    (b'{"arms":[{"name":"a","model":"lr","weight":NaN}],"control":"a"}', ["body", "arms", 0, "weight"]),
+    (b'{"arms":[{"name":"a","model":"lr","weight":Infinity}],"control":"a"}', ["body", "arms", 0, "weight"]),
+    (b'{"arms":[{"name":"a","model":"lr","weight":-Infinity}],"control":"a"}', ["body", "arms", 0, "weight"]),
+    (b'{"arms":[{"name":"a","model":"lr","weight":1e400}],"control":"a"}', ["body", "arms", 0, "weight"]),
+    (b'{"arms":' + VALID_ARMS.encode() + b',"control":"a","coverage":NaN}', ["body", "coverage"]),
+    (b'{"arms":' + VALID_ARMS.encode() + b',"control":"a","salt":"\\ud800"}', ["body", "salt"]),
+    (b'{"arms":' + VALID_ARMS.encode() + b',"control":"a","salt":"s\\u0000"}', ["body", "salt"]),
+    (b'{"arms":' + VALID_ARMS.encode() + b',"control":"\\udc00x"}', ["body", "control"]),
+    (b'{"arms":' + VALID_ARMS.encode() + b',"control":"a","\\ud800":1}', ["body", "\\ud800"]),
+    (b'{"arms":[{"name":"a","model":"l\\u0000r","weight":100}],"control":"a"}', ["body", "arms", 0, "model"]),
+]
+
+
+@pytest.mark.parametrize(("body", "loc"), HOSTILE_SPECS, ids=[str(i) for i in range(len(HOSTILE_SPECS))])
+def test_hostile_numbers_and_strings_in_admin_bodies_are_located(
+    api: TestClient, body: bytes, loc: list[Any]
+) -> None:
+    """Case 9: NaN, Infinity, 1e400, a lone surrogate or a NUL anywhere in a PUT body: 422 naming the
+    field, and nothing stored (PostgreSQL refused the NUL salt with a 500)."""
+    response = api.put("/experiments/x", content=body, headers={**JSON, **ADMIN})
+    assert response.status_code == 422, response.text
+    assert detail(response)["loc"] == loc
+    assert api.get("/experiments/x").status_code == 404
+    assert api.post("/rank", json=rank_body(3)).status_code == 200
