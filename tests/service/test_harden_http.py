@@ -6,6 +6,7 @@ own table prefix in the session's schema), so both stores are held to the same a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,74 @@ def test_hostile_numbers_and_strings_in_admin_bodies_are_located(
     assert detail(response)["loc"] == loc
     assert api.get("/experiments/x").status_code == 404
     assert api.post("/rank", json=rank_body(3)).status_code == 200
+
+
+UNSTORABLE_RANKS: list[tuple[dict[str, Any], list[Any]]] = [
+    ({"user_id": "bad\x00user"}, ["body", "user_id"]),
+    ({"user_id": "bad\ud800user"}, ["body", "user_id"]),
+    ({"experiment": "e\x00"}, ["body", "experiment"]),
+    ({"context": {"daytime": "morning\x00"}}, ["body", "context", "daytime"]),
+    ({"user": {"unknown": ["x", "\udc00"]}}, ["body", "user", "unknown", 1]),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "loc"), UNSTORABLE_RANKS, ids=[str(i) for i in range(len(UNSTORABLE_RANKS))]
+)
+def test_rank_refuses_what_no_store_can_hold(api: TestClient, change: dict[str, Any], loc: list[Any]) -> None:
+    """Case 2 (/rank): a NUL or a lone surrogate in an id or a feature value is a 422 naming the field on
+    both stores (PostgreSQL answered 200, then lost the whole served-list batch)."""
+    body = rank_body(3)
+    body.update(change)
+    response = api.post("/rank", content=json.dumps(body).encode(), headers=JSON)
+    assert response.status_code == 422, response.text
+    assert detail(response)["loc"] == loc
+    assert detail(response)["type"] == "string_unstorable"
+    candidate = rank_body(3)
+    candidate["candidates"][1]["app_id"] = "a\x001"
+    response = api.post("/rank", content=json.dumps(candidate).encode(), headers=JSON)
+    assert detail(response)["loc"] == ["body", "candidates", 1, "app_id"]
+
+
+def test_events_refuse_what_no_store_can_hold_and_keep_the_rest(api: TestClient) -> None:
+    """Case 2 (/events): a NUL or a lone surrogate in any id refuses that event alone, naming the field;
+    the good events of its batch are stored on both stores (PostgreSQL answered 503 for the batch)."""
+    ranked = api.post("/rank", json=rank_body(4)).json()
+    request_id, user = ranked["request_id"], "3"
+    apps = [item["app_id"] for item in ranked["items"]]
+
+    def impression(event_id: str, app_id: str, **change: str) -> dict[str, str]:
+        return {
+            "event_id": event_id,
+            "type": "impression",
+            "request_id": request_id,
+            "app_id": app_id,
+            "user_id": user,
+            **change,
+        }
+
+    events = [
+        impression("good-1", apps[0]),
+        impression("bad\x00id", apps[1]),
+        impression("bad-user", apps[1], user_id="3\ud800"),
+        impression(
+            "bad-app",
+            "a\x00",
+        ),
+        impression("bad-request", apps[1], request_id=request_id + "\udfff"),
+        impression("good-2", apps[1]),
+    ]
+    body = json.dumps({"events": events}).encode()  # ensure_ascii: \u0000 and \ud800 escapes
+    response = api.post("/events", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["accepted"] == 2
+    refused = {(r["field"], r["code"]) for r in answer["rejected"]}
+    assert refused == {
+        ("events[1].event_id", "string_unstorable"),
+        ("events[2].user_id", "string_unstorable"),
+        ("events[3].app_id", "string_unstorable"),
+        ("events[4].request_id", "string_unstorable"),
+    }
+    again = api.post("/events", content=body, headers=JSON).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 2)
