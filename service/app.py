@@ -34,7 +34,7 @@ from service.experiments.store import ExperimentStore
 from service.experiments.sync import StoreSync
 from service.health import router as health_router
 from service.metrics import event_metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import BodyMiddleware, HeadMiddleware, MetricsMiddleware
 from service.rank.model_routes import router as models_router
 from service.rank.rank_service import RankService
 from service.rank.registry import LoadOptions, ModelRegistry
@@ -47,6 +47,7 @@ from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_ACTOR = "bootstrap"
+JSON_BODIES = frozenset({"/rank", "/events"})  # 415 for another Content-Type
 
 
 def build_state(settings: ServiceSettings) -> ServiceState:
@@ -122,7 +123,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.include_router(report_router(_event_log, _experiment_lookup))
     mount_console(app)
     add_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(BodyMiddleware, limit=settings.max_body_bytes, json_paths=JSON_BODIES)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app
 

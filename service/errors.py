@@ -147,9 +147,10 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflicts with the stored state",
     413: "Body too large",
+    415: "Not JSON (Content-Type), or an encoding other than gzip",
     422: "Invalid field (loc names it)",
     501: "Not available in this installation",
     503: "Not ready",
 }
-ERRORS = documented(400, 413, 422, 503)
+ERRORS = documented(400, 413, 415, 422, 503)
 ADMIN_ERRORS = documented(401, 403)

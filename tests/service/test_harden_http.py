@@ -6,6 +6,7 @@ own table prefix in the session's schema), so both stores are held to the same a
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +177,54 @@ def test_events_refuse_what_no_store_can_hold_and_keep_the_rest(api: TestClient)
     }
     again = api.post("/events", content=body, headers=JSON).json()
     assert (again["accepted"], again["duplicates"]) == (0, 2)
+
+
+def test_head_answers_wherever_get_does(client: TestClient) -> None:
+    """Case 12: HEAD /healthz and HEAD /metrics answer 200 without a body (they answered 405)."""
+    for path in ("/healthz", "/metrics", "/readyz", "/models"):
+        response = client.head(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.content == b""
+        assert response.headers["content-length"] == str(len(client.get(path).content)) or path == "/metrics"
+    assert client.head("/rank").status_code == 405
+
+
+def test_gzip_bodies_are_decoded_within_the_limit(settings: ServiceSettings) -> None:
+    """Case 12: a gzip body is decoded (it was read as bytes: "not valid UTF-8"); one that inflates
+    past APPRANK_MAX_BODY_BYTES (a gzip bomb) is a 413; other encodings are 415; bad gzip is 400."""
+    limited = settings.model_copy(update={"max_body_bytes": 64 * 1024})
+    with TestClient(create_app(limited)) as client:
+        gz = {**JSON, "content-encoding": "gzip"}
+        plain = orjson.dumps(rank_body(5))
+        response = client.post("/rank", content=gzip.compress(plain), headers=gz)
+        assert response.status_code == 200, response.text
+        assert [i["app_id"] for i in response.json()["items"]] == [
+            i["app_id"] for i in client.post("/rank", content=plain, headers=JSON).json()["items"]
+        ]
+        bomb = gzip.compress(b"{" + b" " * (40 * 1024 * 1024) + b"}")  # 40 MiB of JSON whitespace
+        assert len(bomb) < 64 * 1024
+        response = client.post("/rank", content=bomb, headers=gz)
+        assert response.status_code == 413 and "decompressed" in detail(response)["msg"]
+        assert client.post("/events", content=bomb, headers=gz).status_code == 413
+        response = client.post("/rank", content=plain, headers={**JSON, "content-encoding": "br"})
+        assert response.status_code == 415 and detail(response)["loc"] == ["header", "content-encoding"]
+        response = client.post("/rank", content=plain[:20], headers=gz)
+        assert response.status_code == 400 and detail(response)["type"] == "gzip_invalid"
+        cut = gzip.compress(plain)[:-12]
+        assert client.post("/rank", content=cut, headers=gz).status_code == 400
+
+
+def test_rank_and_events_take_json_only(client: TestClient) -> None:
+    """Case 12: another Content-Type than JSON on /rank and /events is a 415 (any was accepted); none
+    at all is read as JSON (hand-written clients often send none); ``+json`` and a charset are fine."""
+    plain = orjson.dumps(rank_body(3))
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        for path in ("/rank", "/events"):
+            response = client.post(path, content=plain, headers={"content-type": media})
+            assert response.status_code == 415, (path, media, response.text)
+            assert detail(response)["loc"] == ["header", "content-type"]
+    for media in ("application/json; charset=utf-8", "application/vnd.apprank+json", "APPLICATION/JSON"):
+        assert client.post("/rank", content=plain, headers={"content-type": media}).status_code == 200
+    request = client.build_request("POST", "/rank", content=plain)
+    assert "content-type" not in request.headers  # httpx sets none for raw content
+    assert client.send(request).status_code == 200
