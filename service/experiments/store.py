@@ -43,7 +43,15 @@ def migrations(prefix: str) -> list[Migration]:
             f"CREATE INDEX {prefix}experiment_audit_name ON {prefix}experiment_audit (experiment, id);"
             f"CREATE TABLE {prefix}service_state (key TEXT PRIMARY KEY, value BIGINT NOT NULL);"
             f"INSERT INTO {prefix}service_state (key, value) VALUES ('{EXPERIMENTS}', 0), ('{MODELS}', 0)",
-        )
+        ),
+        # One row that readiness checks rewrite: a committed write is the only proof that the database
+        # takes writes (on SQLite a rolled-back one never touches the WAL file).
+        Migration(
+            store,
+            2,
+            f"CREATE TABLE {prefix}health (id INTEGER PRIMARY KEY, checks BIGINT NOT NULL);"
+            f"INSERT INTO {prefix}health (id, checks) VALUES (1, 0)",
+        ),
     ]
 
 
@@ -139,6 +147,15 @@ class ExperimentStore:
         with self.db.read() as cursor:
             cursor.execute(f"SELECT key, value FROM {self.prefix}service_state")
             return {str(row[0]): int(row[1]) for row in cursor.fetchall()}
+
+    def check_writable(self) -> None:
+        """Commit a one-row write (the readiness check).
+
+        Raises:
+            StoreUnavailableError: the database cannot be written now.
+        """
+        with self.db.transaction() as cursor:
+            cursor.execute(f"UPDATE {self.prefix}health SET checks = checks + 1 WHERE id = 1")
 
     def bump(self, key: str) -> None:
         """Increase a change counter (``models``: ask every worker to reload)."""
