@@ -57,6 +57,17 @@ def is_transient(error: BaseException) -> bool:
     return _is_pg_connection_error(error) or _is_pg_rollback(error)
 
 
+def is_data_error(error: BaseException) -> bool:
+    """True when the values, not the database, are at fault (a NUL or a lone surrogate in a text, a
+    number out of range, a constraint): the same row fails every time, other rows need not."""
+    if isinstance(error, UnicodeError | ValueError | OverflowError | TypeError):
+        return True
+    if isinstance(error, sqlite3.DataError | sqlite3.IntegrityError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, psycopg.DataError | psycopg.IntegrityError)
+
+
 def _sqlite_code(error: sqlite3.Error) -> int:
     return int(getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
 

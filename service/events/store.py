@@ -218,9 +218,7 @@ class SqlEventStore:
     def arm_sums(self, experiment: str, first_day: int, last_day: int) -> list[ArmDaySums]:
         """Per-arm sums of per-user counts, overall and per day, for days in [first_day, last_day]."""
         params = (experiment, first_day, last_day) * 2
-        with self.db.read() as cursor:
-            cursor.execute(self.db.sql(self.q.arm_sums), params)
-            rows = cursor.fetchall()
+        rows = self.db.query(lambda cursor: cursor.execute(self.db.sql(self.q.arm_sums), params).fetchall())
         return [
             ArmDaySums(
                 arm=arm,
@@ -237,15 +235,14 @@ class SqlEventStore:
 
     def user_counts(self) -> list[tuple[str, str, int]]:
         """Distinct users with events, per (experiment, arm), over every day kept."""
-        with self.db.read() as cursor:
-            cursor.execute(self.q.user_counts)
-            return [(str(e), str(a), int(n)) for e, a, n in cursor.fetchall()]
+        rows = self.db.query(lambda cursor: cursor.execute(self.q.user_counts).fetchall())
+        return [(str(e), str(a), int(n)) for e, a, n in rows]
 
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
         """The (model, version) pairs that served the experiment in [start_ts, end_ts)."""
-        with self.db.read() as cursor:
-            cursor.execute(self.db.sql(self.q.served_models), (experiment, start_ts, end_ts))
-            return [(str(model), str(version)) for model, version in cursor.fetchall()]
+        query, params = self.db.sql(self.q.served_models), (experiment, start_ts, end_ts)
+        rows = self.db.query(lambda cursor: cursor.execute(query, params).fetchall())
+        return [(str(model), str(version)) for model, version in rows]
 
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]:
         """Every impression in [start_ts, end_ts) with its logged features and a 0/1 download label."""
@@ -253,9 +250,7 @@ class SqlEventStore:
         query = self.db.sql(self.q.labeled_page)
         while True:
             params = (experiment, start_ts, end_ts, after_ts, after_ts, after_id, self.page_size)
-            with self.db.read() as cursor:
-                cursor.execute(query, params)
-                page = cursor.fetchall()
+            page = self.db.query(lambda cursor: cursor.execute(query, params).fetchall())  # noqa: B023
             for record in page:
                 yield LabeledRow.from_record(record)
             if len(page) < self.page_size:
