@@ -16,6 +16,7 @@ fault and reopened by the next call, so a worker recovers when the database does
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import sys
@@ -37,6 +38,9 @@ RETRY_AFTER_S = 1
 # one opened while the file was unwritable stays read-only for good.
 _SQLITE_TRANSIENT = {5, 6, 8, 10, 13, 14}
 _SQLITE_REOPEN = {8, 10, 14}
+# PostgreSQL: shut down or terminated (57P01-57P05), read-only server (25006), lock or statement timeout
+# (55P03, 57014).
+_PG_TRANSIENT_STATES = {"57P01", "57P02", "57P03", "57P05", "25006", "55P03", "57014"}
 
 
 class StoreUnavailableError(RequestError):
@@ -46,6 +50,9 @@ class StoreUnavailableError(RequestError):
         msg = f"the database is unavailable ({type(cause).__name__}); retry later"
         super().__init__(503, [FieldIssue((), msg, "unavailable")], {"Retry-After": str(RETRY_AFTER_S)})
         self.cause = cause
+
+    def __str__(self) -> str:
+        return f"database unavailable: {type(self.cause).__name__}: {self.cause}"
 
 
 def is_transient(error: BaseException) -> bool:
@@ -74,15 +81,14 @@ def _sqlite_code(error: sqlite3.Error) -> int:
 
 def _is_pg_connection_error(error: BaseException) -> bool:
     """A PostgreSQL fault that passes: no SQLSTATE (the client lost the connection), class 08 (connection),
-    57P01-57P05 (shutdown, terminated), 25006 (a read-only server, e.g. a standby) or class 53 (disk
-    full, out of memory or connections)."""
+    class 53 (disk full, out of memory or connections) or one of ``_PG_TRANSIENT_STATES``."""
     psycopg = sys.modules.get("psycopg")
     if psycopg is None or not isinstance(error, psycopg.Error):
         return False
     state = getattr(error, "sqlstate", None)
     if state is None:
         return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
-    return state.startswith(("08", "53")) or state in {"57P01", "57P02", "57P03", "57P05", "25006"}
+    return state.startswith(("08", "53")) or state in _PG_TRANSIENT_STATES
 
 
 def _is_pg_rollback(error: BaseException) -> bool:
@@ -174,7 +180,14 @@ class Database:
             except sqlite3.OperationalError as error:
                 raise StoreUnavailableError(error) from error
             self._local.connection = connection
+            # SQLite opens a file it cannot write read-only, silently, and the connection stays so
+            self._local.read_only = not self._file_writable()
         return connection
+
+    def _file_writable(self) -> bool:
+        """The database file (and its WAL, when there is one) can be opened for writing."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return os.access(self.path, os.W_OK) and (not wal.exists() or os.access(wal, os.W_OK))
 
     def _drop_sqlite(self) -> None:
         """Close this thread's connection (after a fault): the next call opens a fresh one."""
@@ -219,6 +232,8 @@ class Database:
 
     @contextmanager
     def _sqlite_transaction(self) -> Iterator[Cursor]:
+        if getattr(self._local, "read_only", False) and self._file_writable():
+            self._drop_sqlite()  # opened while the file could not be written; it can be now
         connection = self._sqlite()
         cursor = connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from service.db import Cursor, Database
+from service.db import Cursor, Database, StoreUnavailableError
 from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, Rejection, ServedRef
 from service.events.rows import LabeledRow, event_row, served_rows, user_day_updates
 from service.events.schema import migrations
@@ -67,8 +67,8 @@ class SqlEventStore:
         """Called once by the served-list writer's thread before its first write."""
 
     def _retryable(self, error: Exception) -> bool:
-        del error
-        return False
+        """A fault of the database: the next attempt runs on a fresh connection."""
+        return isinstance(error, StoreUnavailableError)
 
     def _transaction(self, work: Callable[[Cursor], T], attempts: int = 3) -> T:
         """Run ``work`` in one transaction, retrying it when the dialect says the failure is transient."""
@@ -325,7 +325,8 @@ class PostgresEventStore(SqlEventStore):
     def _retryable(self, error: Exception) -> bool:
         from psycopg import errors
 
-        return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
+        deadlock = isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
+        return deadlock or super()._retryable(error)
 
 
 def open_event_store(
