@@ -50,6 +50,9 @@ class StoreUnavailableError(RequestError):
         msg = f"the database is unavailable ({type(cause).__name__}); retry later"
         super().__init__(503, [FieldIssue((), msg, "unavailable")], {"Retry-After": str(RETRY_AFTER_S)})
         self.cause = cause
+        # a lost or reopened connection: an attempt on a fresh one may succeed at once (a lock or
+        # statement timeout would only wait as long again)
+        self.reconnects = _reconnects(cause)
 
     def __str__(self) -> str:
         return f"database unavailable: {type(self.cause).__name__}: {self.cause}"
@@ -62,6 +65,13 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, sqlite3.OperationalError):
         return _sqlite_code(error) in _SQLITE_TRANSIENT
     return _is_pg_connection_error(error) or _is_pg_rollback(error)
+
+
+def _reconnects(cause: BaseException) -> bool:
+    if isinstance(cause, sqlite3.OperationalError):
+        return _sqlite_code(cause) in _SQLITE_REOPEN
+    state = getattr(cause, "sqlstate", None)
+    return _is_pg_connection_error(cause) and (state is None or state.startswith("08") or state[:3] == "57P")
 
 
 def is_data_error(error: BaseException) -> bool:
@@ -265,11 +275,13 @@ class Database:
             raise fault from error
 
     def query(self, work: Callable[[Cursor], T]) -> T:
-        """``work(cursor)`` in ``read()``, run once more on a fresh connection if the database failed."""
+        """``work(cursor)`` in ``read()``, run once more on a fresh connection if the one used was lost."""
         try:
             with self.read() as cursor:
                 return work(cursor)
-        except StoreUnavailableError:
+        except StoreUnavailableError as error:
+            if not error.reconnects:
+                raise
             with self.read() as cursor:
                 return work(cursor)
 
