@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.service.test_events_durability import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
+pytest_plugins = ["tests.service.test_events_support"]
 
 
 class Workers:
@@ -72,24 +74,30 @@ class Workers:
                 self.process.wait(10)
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[Workers, list[Path]]]:
-    require(os.geteuid() == 0 and shutil.which("chattr") is not None, "root and chattr")
+def service_env(tmp_path: Path, database_url: str, prefix: str = "apprank_") -> dict[str, str]:
+    """The environment of a service with bundles ``lr`` and ``lr2``, the event log and admin tokens."""
     encoder = fit_frappe_encoder()
     for seed, name in ((1, "lr"), (2, "lr2")):
         bundle = tmp_path / "models" / name
         write_lr_bundle(bundle, encoder, random_weights(encoder, seed=seed), version="20260101.000000")
-    db_file = tmp_path / "apprank.db"
     env = dict(os.environ)
     env.update(
         APPRANK_MODELS_DIR=str(tmp_path / "models"),
-        APPRANK_DATABASE_URL=f"sqlite:///{db_file}",
+        APPRANK_DATABASE_URL=database_url,
+        APPRANK_TABLE_PREFIX=prefix,
         APPRANK_ORT_DEVICE="cpu",
         APPRANK_EVENT_LOG="true",
         APPRANK_ADMIN_TOKEN=TOKENS,
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    workers = Workers(env, tmp_path / "server.log", workers=2)
+    return env
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Workers, list[Path]]]:
+    require(os.geteuid() == 0 and shutil.which("chattr") is not None, "root and chattr")
+    db_file = tmp_path / "apprank.db"
+    workers = Workers(service_env(tmp_path, f"sqlite:///{db_file}"), tmp_path / "server.log", workers=2)
     files = [db_file, db_file.with_name(db_file.name + "-wal")]
     try:
         yield workers, files
@@ -163,3 +171,43 @@ def test_every_worker_recovers_once_the_sqlite_file_is_writable_again(
             until_not_503(client, "PUT", "/experiments/x", fifty_fifty(model_b=m)) for m in ["lr", "lr2"] * 5
         ]
         assert [response.status_code for response in puts] == [200] * 10, [r.text for r in puts]
+
+
+def test_terminated_postgresql_connections_under_load_lose_nothing(
+    tmp_path: Path, pg_schema_url: str
+) -> None:
+    """Cases 3 and 4 on PostgreSQL: the service's connections terminated again and again while clients
+    rank, post events and read experiments and reports: no 500, no served list lost (every event is
+    accepted, after 503 Retry-After answers at worst)."""
+    from tests.service.test_harden_store import terminate_backends
+
+    marker = f"apprank_h16s_{os.getpid()}"
+    env = service_env(tmp_path, f"{pg_schema_url}&application_name={marker}", prefix="pgterm_")
+    workers = Workers(env, tmp_path / "server.log", workers=2)
+    stop = threading.Event()
+
+    def terminate() -> None:
+        while not stop.wait(0.25):
+            terminate_backends(pg_schema_url, marker)
+
+    killer = threading.Thread(target=terminate)
+    try:
+        with httpx.Client(base_url=workers.url, timeout=10.0) as client:
+            assert client.put("/experiments/x", json=fifty_fifty(), headers=ADMIN).status_code == 201
+            killer.start()
+            pairs = [rank_then_event(client, user) for user in range(30)]
+            reads = [until_not_503(client, "GET", path, {}) for path in READS * 4]
+        assert [(status, r.status_code, r.json().get("accepted")) for status, r in pairs] == [
+            (200, 200, 1)
+        ] * 30
+        assert [r.status_code for r in reads] == [200] * len(reads), [
+            r.text for r in reads if r.status_code != 200
+        ]
+    finally:
+        stop.set()
+        if killer.is_alive():
+            killer.join(10)
+        workers.stop()
+
+
+READS = ["/experiments", "/experiments/x", "/experiments/x/audit", "/experiments/x/report"]
