@@ -59,7 +59,7 @@ class StoreUnavailableError(RequestError):
 
 
 def is_transient(error: BaseException) -> bool:
-    """True for faults of the database that a later retry may not meet; False for bad data or SQL."""
+    """True for faults of the database that a later attempt may no longer meet; False for bad data or SQL."""
     if isinstance(error, StoreUnavailableError):
         return True
     if isinstance(error, sqlite3.OperationalError):

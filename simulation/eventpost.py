@@ -104,10 +104,10 @@ class EventPoster:
             response = await self.client.post(
                 "/events", content=content, headers={"content-type": "application/json"}
             )
-            pause = response.headers.get("retry-after")
-            if response.status_code != 503 or pause is None or time.monotonic() > deadline:
+            pause = response.headers.get("retry-after", "")
+            if response.status_code != 503 or not pause.isdigit() or time.monotonic() > deadline:
                 return response
-            await asyncio.sleep(float(pause))
+            await asyncio.sleep(int(pause))
 
     def _record_rejections(self, batch: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> list[Any]:
         """Count refusals; returns the events to send again on the server's clock (AUTO mode)."""
