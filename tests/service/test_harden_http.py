@@ -180,6 +180,9 @@ def test_events_refuse_what_no_store_can_hold_and_keep_the_rest(api: TestClient)
     }
     again = api.post("/events", content=body, headers=JSON).json()
     assert (again["accepted"], again["duplicates"]) == (0, 2)
+    huge = {**impression("x", apps[2]), "event_id": 10**300}  # an integer id is held to 256 digits too
+    refused = api.post("/events", content=json.dumps({"events": [huge]}).encode(), headers=JSON)
+    assert refused.status_code == 422 and refused.json()["rejected"][0]["field"] == "events[0].event_id"
 
 
 def test_head_answers_wherever_get_does(client: TestClient) -> None:
