@@ -28,7 +28,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.service_process import start_service, stop_service  # noqa: E402
+from service_process import start_service, stop_service  # noqa: E402
+
 from tests.service.bundles import fit_frappe_encoder, random_weights, write_lr_bundle  # noqa: E402
 from tests.service.conftest import rank_body  # noqa: E402
 
