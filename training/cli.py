@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from training.launch import DEFAULT_MASTER_PORT, LaunchError, Topology, without_launch_options
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -46,13 +48,23 @@ def train(
         ),
     ] = None,
     nproc: Annotated[int, typer.Option(min=1, help="data-parallel processes (torchrun; gloo on CPU)")] = 1,
+    nnodes: Annotated[int, typer.Option(min=1, help="machines in the run (torchrun rendezvous)")] = 1,
+    node_rank: Annotated[int, typer.Option(min=0, help="this machine's rank; node 0 writes the bundle")] = 0,
+    master_addr: Annotated[str | None, typer.Option(help="host or IP of node 0 (--nnodes > 1)")] = None,
+    master_port: Annotated[int, typer.Option(help="rendezvous TCP port on node 0")] = DEFAULT_MASTER_PORT,
 ) -> None:
     """Train a model and write a verified model bundle (ONNX + encoder + schema + manifest)."""
     _require_training_extras()
     from training.distributed import in_launched_process, launch
 
-    if nproc > 1 and not in_launched_process():
-        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
+    if not in_launched_process():
+        try:
+            topology = Topology(nproc, nnodes, node_rank, master_addr, master_port)
+        except LaunchError as error:
+            _print_error(error)
+            raise typer.Exit(2) from None
+        if topology.needs_launch:
+            raise typer.Exit(launch(topology, without_launch_options(sys.argv[1:])))
     from model.schema import FeatureSchema
     from training.config import ConfigError, load_config
     from training.pipeline import ExportError, describe, train_bundle
@@ -112,20 +124,6 @@ def prepare(
     if manifest.hashed_fallback:
         cap = manifest.vocab_cap
         console.print(f"hashed (vocabulary past {cap:,}): {', '.join(manifest.hashed_fallback)}")
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    """The command line minus ``--nproc N`` / ``--nproc=N`` (the children must not relaunch)."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
 
 
 def evaluate(

@@ -19,7 +19,7 @@ router = APIRouter()
 
 
 class ModelInfo(BaseModel):
-    """A loaded bundle."""
+    """A loaded bundle (by name: where it lies on the server's disk is none of a client's business)."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -28,7 +28,6 @@ class ModelInfo(BaseModel):
     version: str
     schema_hash: str
     loaded_at: datetime
-    path: str
     metrics: dict[str, dict[str, float]]
 
 
@@ -51,7 +50,6 @@ def model_info(model: LoadedModel) -> ModelInfo:
         version=manifest.version,
         schema_hash=manifest.schema_hash,
         loaded_at=model.loaded_at,
-        path=str(model.bundle.path),
         metrics=manifest.metrics,
     )
 
