@@ -20,13 +20,18 @@ import pytest
 from model.bundle import read_bundle
 from tests import netns
 from tests.conftest import require, wait_until
+from training.config import TrainConfig
 from training.prepared.reader import PreparedDataset, assigned, epoch_order
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 29400  # any port: the namespaces are fresh, nothing else listens in them
-SETS = ("epochs=1", "model=fm", "batch_size=1024", "threads=1", "precision=fp32")
+BASE = ("model=fm", "batch_size=1024", "threads=1", "precision=fp32")
+# no epoch can gain 1.0 AUC: epoch 2 is stale and the run stops there, on every rank or the run hangs
+SETS = (*BASE, "epochs=5", "early_stopping.patience=1", "early_stopping.min_delta=1")
+ENDLESS = (*BASE, "epochs=10000", "early_stopping.patience=10000")
 PREPARE_SETS = ("max_rows=40000", "prepare.row_group_rows=4096")  # 10 row groups, the last of 3,136 rows
 TIMEOUT_S = 300
+SEED: int = TrainConfig.model_fields["seed"].default  # the runs' seed: none is set
 READ = re.compile(r"rank (\d+)/(\d+) train epoch (\d+): read (\d+) row groups, (\d+) rows, (\d+) steps")
 
 
@@ -156,15 +161,15 @@ def test_two_nodes_train_like_one_process(pair: netns.VethPair, prepared: Path, 
     assert single["training"]["streamed"] == double["training"]["streamed"] == 1.0
     assert abs(single["test"]["auc"] - double["test"]["auc"]) <= 0.002, (single["test"], double["test"])
     assert double["test"]["auc"] > 0.85  # it learned
+    assert single["training"]["epochs"] == double["training"]["epochs"] == 2  # stopped early, together
     _check_reads(PreparedDataset(prepared), logs)
 
 
 def test_a_lost_node_fails_the_run_instead_of_hanging(
     pair: netns.VethPair, prepared: Path, tmp_path: Path
 ) -> None:
-    endless = (*SETS[1:], "epochs=10000", "early_stopping.patience=10000")
     logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
-    processes = _start(_node_commands(pair, prepared, tmp_path, endless), logs)
+    processes = _start(_node_commands(pair, prepared, tmp_path, ENDLESS), logs)
     try:
         wait_until(
             lambda: processes[0].poll() is not None or "epoch 2:" in logs[0].read_text(),
@@ -182,21 +187,26 @@ def test_a_lost_node_fails_the_run_instead_of_hanging(
 
 
 def _check_reads(dataset: PreparedDataset, logs: list[Path]) -> None:
-    """Each node read only its own row groups, and the two together every row of the epoch once."""
+    """Each epoch, each node read only its own row groups, and the two together every row once."""
     groups = dataset.row_groups("train")
     rows = dataset.rows("train")
-    assert _reads(logs[0]) == [(0, 1, 1, len(groups), rows, _reads(logs[0])[0][5])]
+    epochs = (1, 2)
+    single = _reads(logs[0])
+    assert [read[:5] for read in single] == [(0, 1, epoch, len(groups), rows) for epoch in epochs]
     per_node = [_reads(log) for log in logs[1:]]
     for rank, reads in enumerate(per_node):
         own = assigned(groups, rank, 2)
-        # one epoch, this node's rank only: exactly its row groups' count and rows
-        assert reads == [(rank, 2, 1, len(own), sum(g.rows for g in own), reads[0][5])], reads
-    assert per_node[0][0][5] == per_node[1][0][5]  # the same number of steps on both nodes
+        # this node's rank only, every epoch: exactly its row groups' count and rows
+        assert [read[:5] for read in reads] == [
+            (rank, 2, epoch, len(own), sum(g.rows for g in own)) for epoch in epochs
+        ], reads
+    assert {read[5] for reads in per_node for read in reads} == {per_node[0][0][5]}  # same steps everywhere
     assert per_node[0][0][4] != per_node[1][0][4]  # uneven: the short row group went to one node only
-    assert sum(reads[0][4] for reads in per_node) == rows  # every row once over the two nodes
-    # the assignment the loader reads by: a partition of the row groups, in a per-epoch seeded order
-    owned = [{g.index for g in epoch_order(groups, 1, 1, rank, 2)} for rank in range(2)]
-    assert owned[0] | owned[1] == {g.index for g in groups} and not owned[0] & owned[1]
+    for epoch in epochs:
+        assert sum(reads[epoch - 1][4] for reads in per_node) == rows  # every row once over the nodes
+        # the assignment the loader reads by: a partition of the row groups, in a per-epoch seeded order
+        owned = [{g.index for g in epoch_order(groups, SEED, epoch, rank, 2)} for rank in range(2)]
+        assert owned[0] | owned[1] == {g.index for g in groups} and not owned[0] & owned[1]
 
 
 def test_namespaces_of_a_dead_run_are_removed_and_a_live_runs_kept(pair: netns.VethPair) -> None:
