@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.training.stream_support import SCHEMA, small_config, write_dataset
 from training.agreement import differences, run_identity
 
@@ -47,6 +49,7 @@ def _prepare(raw: Path, outs: dict[int, Path]) -> list[Path]:
     return list(outs.values())
 
 
+@pytest.mark.slow
 def test_nodes_that_disagree_stop_with_the_differences(tmp_path: Path) -> None:
     raw = write_dataset(tmp_path / "raw")
     data = _prepare(raw, {rows: tmp_path / f"prepared-{rows}" for rows in (256, 512)})

@@ -150,6 +150,7 @@ def _reads(log: Path) -> list[tuple[int, ...]]:
     return [tuple(int(value) for value in match) for match in READ.findall(log.read_text())]
 
 
+@pytest.mark.slow
 def test_two_nodes_train_like_one_process(pair: netns.VethPair, prepared: Path, tmp_path: Path) -> None:
     commands = [_train_command(prepared, tmp_path / "one", "--nproc", "1")]
     commands += _node_commands(pair, prepared, tmp_path)
@@ -165,6 +166,7 @@ def test_two_nodes_train_like_one_process(pair: netns.VethPair, prepared: Path, 
     _check_reads(PreparedDataset(prepared), logs)
 
 
+@pytest.mark.slow
 def test_a_lost_node_fails_the_run_instead_of_hanging(
     pair: netns.VethPair, prepared: Path, tmp_path: Path
 ) -> None:
