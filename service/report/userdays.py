@@ -9,7 +9,7 @@ Python objects are the cost of reading millions of rows, so the rows travel as o
 (day offset, impressions, downloads) and the user ids once per (arm, user) group, from a second query
 on the same snapshot. A row whose numbers do not fit the packing is read unpacked (never in practice).
 
-**The download rule** (README: Report): a download counts only as the conversion of a stored
+**The download rule** (README: Events and reports): a download counts only as the conversion of a stored
 impression of the same (request, app), whichever arrived first, and on that impression's day; so
 every count of downloads (an arm's, a day's, a window's) is at most its count of impressions. The
 per-user-day counts hold every download on its own day, so ``download_corrections`` finds in the
@@ -36,7 +36,7 @@ RowKey = tuple[str, str, str, int]  # (experiment, arm, user, day)
 _DAY_BITS, _IMP_BITS, _DL_BITS = 18, 23, 22  # 63 bits: a signed 64-bit integer in both stores
 _FITS = f"day - ? < {1 << _DAY_BITS} AND impressions < {1 << _IMP_BITS} AND downloads < {1 << _DL_BITS}"
 
-_DAY_RANGE = "SELECT MIN(day), MAX(day) FROM {p}event_user_days WHERE experiment = ?"
+_FIRST_DAY = "SELECT MIN(day) FROM {p}event_user_days WHERE experiment = ?"
 _GROUPS = (
     "SELECT arm, user_id, COUNT(*) FROM {p}event_user_days WHERE experiment = ? "
     "GROUP BY arm, user_id ORDER BY arm, user_id"
@@ -131,8 +131,8 @@ def snapshot(db: Database) -> Iterator[Cursor]:
 
 def read_user_days(db: Database, cursor: Cursor, prefix: str, experiment: str) -> UserDays:
     """Every per-user-day row of ``experiment``, as stored (before the download rule)."""
-    cursor.execute(db.sql(_DAY_RANGE.format(p=prefix)), (experiment,))
-    base, _ = cursor.fetchone()
+    cursor.execute(db.sql(_FIRST_DAY.format(p=prefix)), (experiment,))
+    (base,) = cursor.fetchone()
     cursor.execute(db.sql(_GROUPS.format(p=prefix)), (experiment,))
     groups = cursor.fetchall()
     if base is None or not groups:

@@ -17,6 +17,7 @@ import pytest
 
 from service.events.store import SqlEventStore
 from service.report.sums import ArmDay, Moments, accumulate, read_arm_days
+from service.report.userdays import read_user_days, snapshot
 
 pytest_plugins = ["tests.service.test_events_support"]
 DAY = 86400
@@ -144,3 +145,30 @@ def test_the_data_has_what_the_rule_is_about(store: SqlEventStore) -> None:
     ghosts = {u for (e, _, u, _), (i, d) in events.counted().items() if e == "exp" and i == d == 0}
     assert len(stray) >= 20 and len(moved) >= 10 and ghosts
     assert not read_arm_days(store, "exp", 0, 10**7, LOOKBACK)  # an empty store: no rows
+
+
+def test_rows_too_large_to_pack_are_read_as_they_are(store: SqlEventStore) -> None:
+    """Counts or day spans beyond the packed integer's fields come back exact (the unpacked query)."""
+    rows = [
+        ("control", "u1", FIRST, 3, 1),
+        ("control", "u1", FIRST + 300_000, 2**23, 5),  # a day span and impressions past their bits
+        ("control", "u2", FIRST + 1, 7, 2**22 + 1),
+        ("treatment", "u3", FIRST, 1, 0),
+    ]
+    with store.db.transaction() as cursor:
+        cursor.executemany(
+            store.db.sql(
+                f"INSERT INTO {store.prefix}event_user_days "
+                "(experiment, arm, user_id, day, impressions, downloads) VALUES ('exp', ?, ?, ?, ?, ?)"
+            ),
+            rows,
+        )
+    with snapshot(store.db) as cursor:
+        read = read_user_days(store.db, cursor, store.prefix, "exp")
+    assert (read.arms, read.users, read.group.tolist()) == (
+        ["control"] * 2 + ["treatment"],
+        ["u1", "u2", "u3"],
+        [0, 0, 1, 2],
+    )
+    columns = [read.day.tolist(), read.impressions.tolist(), read.downloads.tolist()]
+    assert [list(row) for row in zip(*columns, strict=True)] == [list(row[2:]) for row in rows]
