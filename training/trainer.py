@@ -16,7 +16,6 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from rich.console import Console
 from rich.progress import Progress
@@ -27,11 +26,24 @@ from model.nets.blocks import FieldEmbedding, ModelBatch
 from training.checkpoint import Checkpoint, Checkpointer, LoopState
 from training.config import TrainConfig
 from training.data import EncodedData, batches, maybe_prefetch
-from training.distributed import DistContext, broadcast_from_main, gather_concat
-from training.metrics import evaluate_predictions
+from training.distributed import DistContext, broadcast_from_main
 from training.optim import FTRL
 from training.prepared.loader import StepBatch, StreamEval, StreamTrain
 from training.prepared.progress import row_progress
+from training.scoring import (
+    EvalData,
+    _to,
+    evaluate,
+    logits_and_labels,
+    predict,
+    predict_logits,
+    resolve_device,
+)
+
+__all__ = [
+    "EpochLog", "EvalData", "History", "TrainData", "Trainer", "evaluate", "logits_and_labels",
+    "make_optimizer", "predict", "predict_logits", "resolve_device", "seed_everything",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +86,6 @@ class History:
 
 
 TrainData = EncodedData | StreamTrain
-EvalData = EncodedData | StreamEval
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -111,76 +122,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig, world: int = 1) -> tor
     if opt.name == "adagrad":
         return torch.optim.Adagrad(groups, lr=opt.lr * scale)
     return torch.optim.Adam(groups, lr=opt.lr * scale, fused=True)
-
-
-def predict_logits(
-    model: nn.Module, data: EncodedData, batch_size: int, device: torch.device | None = None
-) -> Tensor:
-    """Logit of every row (on the CPU), in eval mode and fp32."""
-    model.eval()
-    device = device or next(model.parameters()).device
-    outputs: list[Tensor] = []
-    with torch.no_grad():
-        for batch, labels in batches(data, batch_size, shuffle=False):
-            moved, _ = _to(batch, labels, device)
-            outputs.append(model(moved).float().cpu())
-    return torch.cat(outputs) if outputs else torch.zeros(0)
-
-
-def predict(
-    model: nn.Module, data: EncodedData, batch_size: int, device: torch.device | None = None
-) -> npt.NDArray[np.float32]:
-    """CTR of every row, in eval mode and fp32."""
-    return torch.sigmoid(predict_logits(model, data, batch_size, device)).numpy()
-
-
-def logits_and_labels(
-    model: nn.Module, data: EvalData, batch_size: int, device: torch.device | None = None,
-    context: DistContext | None = None, prefetch: bool = False,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Logits and labels of every row (CPU). A stream is scored by every rank over its own rows and
-    gathered, so the figures are exact over all rows and identical on every rank."""
-    if isinstance(data, EncodedData):
-        return predict_logits(model, data, batch_size, device), data.labels
-    model.eval()
-    device = device or next(model.parameters()).device
-    outputs: list[Tensor] = []
-    labels: list[Tensor] = []
-    with torch.no_grad():
-        for part in maybe_prefetch(data.batches(batch_size), prefetch):
-            moved, _ = _to(ModelBatch(part.idx, part.val, part.bags), part.labels, device)
-            outputs.append(model(moved).float().cpu())
-            labels.append(part.labels)
-    local = torch.cat(outputs) if outputs else torch.zeros(0)
-    local_labels = torch.cat(labels) if labels else torch.zeros(0)
-    return gather_concat(local, context), gather_concat(local_labels, context)
-
-
-def evaluate(
-    model: nn.Module, data: EvalData, batch_size: int, device: torch.device | None = None,
-    context: DistContext | None = None, prefetch: bool = False,
-) -> dict[str, float]:  # fmt: skip
-    """AUC, logloss and calibration of ``model`` on ``data`` (in memory, or a stream split over ranks)."""
-    logits, labels = logits_and_labels(model, data, batch_size, device, context, prefetch)
-    return evaluate_predictions(labels.numpy(), torch.sigmoid(logits).numpy())
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when a GPU is present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _to(batch: ModelBatch, labels: Tensor, device: torch.device) -> tuple[ModelBatch, Tensor]:
-    if device.type == "cpu":
-        return batch, labels
-    moved = ModelBatch(
-        batch.idx.to(device, non_blocking=True),
-        batch.val.to(device, non_blocking=True),
-        tuple(b.to(device, non_blocking=True) for b in batch.bags),
-    )
-    return moved, labels.to(device, non_blocking=True)
 
 
 class Trainer:
