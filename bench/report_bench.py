@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +34,19 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from report_windowed import read_arm_days_windowed  # noqa: E402
+
 from service.db import Database  # noqa: E402
 from service.events.store import SqlEventStore, open_event_store  # noqa: E402
-from service.report.build import ExperimentArms, build_report  # noqa: E402
+from service.report.build import ArmDayReader, ExperimentArms, build_report  # noqa: E402
+from service.report.sums import read_arm_days  # noqa: E402
 
 log = logging.getLogger("report_bench")
 DAY = 86400
 ITEMS_PER_LIST = 10
 CHUNK = 1_000_000
+EXPERIMENT = ExperimentArms("bench", {"control": 50.0, "treatment": 50.0}, "control")
+PATHS: dict[str, ArmDayReader] = {"numpy": read_arm_days, "windowed": read_arm_days_windowed}
 
 
 def event_rows(
@@ -89,19 +98,56 @@ def counts(store: SqlEventStore) -> dict[str, int]:
     }
 
 
-def time_reports(store: SqlEventStore, runs: int) -> list[float]:
-    experiment = ExperimentArms("bench", {"control": 50.0, "treatment": 50.0}, "control")
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        report = build_report(store, experiment)
-        timings.append(time.perf_counter() - started)
-    log.info(
-        "report: %d arms, %d days, SRM flagged %s", len(report.arms), len(report.daily), report.srm.flagged
-    )
-    lifts = {(lift.arm, lift.metric): lift.lift for lift in report.lifts}
-    log.info("lifts: %s", lifts)
+def open_bench_store(db: Path) -> SqlEventStore:
+    """A fresh connection to the bench database (an empty SQLite page cache: a cold report)."""
+    return open_event_store(Database(f"sqlite:///{db}"))
+
+
+def time_paths(db: Path, names: list[str], runs: int) -> dict[str, dict[str, list[float]]]:
+    """Per read path, the report's time cold (first on a fresh connection) and warm (the next one).
+
+    The paths alternate within each run, so both see the same load on a shared machine.
+    """
+    timings: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": []} for name in names}
+    for run in range(runs):
+        for name in names if run % 2 == 0 else names[::-1]:
+            store = open_bench_store(db)
+            for kind in ("cold", "warm"):
+                started = time.perf_counter()
+                build_report(store, EXPERIMENT, read=PATHS[name])
+                timings[name][kind].append(time.perf_counter() - started)
+            store.db.close()
+            log.info(
+                "%s: cold %.2f s, warm %.2f s", name, timings[name]["cold"][-1], timings[name]["warm"][-1]
+            )
     return timings
+
+
+def same_report(db: Path) -> bool:
+    """Whether both read paths give the same report, every number of it (the bench's check)."""
+    store = open_bench_store(db)
+    now = datetime.now(UTC)
+    new, old = (build_report(store, EXPERIMENT, now=now, read=PATHS[name]) for name in ("numpy", "windowed"))
+    store.db.close()
+    log.info("lifts: %s", {(lift.arm, lift.metric): lift.lift for lift in new.lifts})
+    return new.model_dump() == old.model_dump()
+
+
+def peak_rss_mib(db: Path, name: str) -> dict[str, float]:
+    """The peak RSS of a fresh process that opens the store and builds one report by ``name``'s path."""
+    command = [sys.executable, __file__, "--db", str(db), "--peak-rss-of", name]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def report_peak_rss(db: Path, name: str) -> None:
+    """The child of ``peak_rss_mib``: prints the peak RSS before and after one report (MiB)."""
+    store = open_bench_store(db)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    build_report(store, EXPERIMENT, read=PATHS[name])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"before_mib": before, "peak_mib": after}))  # noqa: T201 - read by the parent
 
 
 def parse_args() -> argparse.Namespace:
@@ -120,6 +166,12 @@ def parse_args() -> argparse.Namespace:
         "--reuse", action="store_true", help="keep an existing database built with these parameters"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "report_bench.json")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time the previous read path (the windowed SQL query), interleaved, and check equality",
+    )
+    parser.add_argument("--peak-rss-of", choices=sorted(PATHS), help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -135,53 +187,77 @@ def open_store(args: argparse.Namespace, params: dict[str, Any]) -> tuple[SqlEve
     return store, reuse
 
 
-def show(sizes: dict[str, int], build: dict[str, float], timings: list[float]) -> None:
-    table = Table(title=f"report over {sizes['impressions']:,} impressions (SQLite, target < 5 s)")
+def show(sizes: dict[str, int], build: dict[str, float], paths: dict[str, dict[str, Any]]) -> None:
+    title = (
+        f"report over {sizes['impressions']:,} impressions, {sizes['downloads']:,} downloads, "
+        f"{sizes['user_days']:,} user-days (SQLite, target < 5 s); store build "
+        + (f"{build['load_s'] + build['rebuild_user_days_s']:.1f} s" if build else "reused")
+    )
+    table = Table(title=title)
     for column in (
-        "impressions",
-        "downloads",
-        "user-days",
-        "build (s)",
-        "report first (s)",
-        "report median (s)",
+        "read path",
+        "cold median (s)",
+        "warm median (s)",
+        "all cold / warm (s)",
+        "peak RSS (MiB)",
     ):
         table.add_column(column, justify="right")
-    table.add_row(
-        f"{sizes['impressions']:,}",
-        f"{sizes['downloads']:,}",
-        f"{sizes['user_days']:,}",
-        f"{build['load_s'] + build['rebuild_user_days_s']:.1f}" if build else "reused",
-        f"{timings[0]:.2f}",
-        f"{statistics.median(timings):.2f}",
-    )
+    for name, figures in paths.items():
+        table.add_row(
+            name,
+            f"{figures['cold_median_s']:.2f}",
+            f"{figures['warm_median_s']:.2f}",
+            " ".join(f"{c:.1f}/{w:.1f}" for c, w in zip(figures["cold_s"], figures["warm_s"], strict=True)),
+            f"{figures['peak_rss_mib']:.0f} (+{figures['peak_rss_mib'] - figures['rss_before_mib']:.0f})",
+        )
     Console().print(table)
+
+
+def path_figures(timings: dict[str, list[float]], rss: dict[str, float]) -> dict[str, Any]:
+    return {
+        "cold_s": timings["cold"],
+        "warm_s": timings["warm"],
+        "cold_median_s": statistics.median(timings["cold"]),
+        "warm_median_s": statistics.median(timings["warm"]),
+        "peak_rss_mib": rss["peak_mib"],
+        "rss_before_mib": rss["before_mib"],
+    }
 
 
 def main() -> None:
     args = parse_args()
+    if args.peak_rss_of:
+        report_peak_rss(args.db, args.peak_rss_of)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     params = {k: getattr(args, k) for k in ("impressions", "users", "days", "ctr", "lift", "seed")}
     store, reuse = open_store(args, params)
     build = {} if reuse else build_store(store, args)
     args.db.with_suffix(".params.json").write_text(json.dumps(params))
     sizes = counts(store)
-    timings = time_reports(store, args.runs)
     store.db.close()
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-    }
-    result = {
-        "machine": machine,
+    names = ["numpy", "windowed"] if args.compare else ["numpy"]
+    timings = time_paths(args.db, names, args.runs)
+    paths = {name: path_figures(timings[name], peak_rss_mib(args.db, name)) for name in names}
+    result: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
         "params": params,
         "store": sizes | {"file_mib": args.db.stat().st_size / 2**20} | build,
-        "report_s": {"first": timings[0], "median": statistics.median(timings), "all": timings},
+        "paths": paths,
         "target_s": 5.0,
     }
+    if args.compare:
+        result["same_report"] = same_report(args.db)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    show(sizes, build, timings)
+    show(sizes, build, paths)
+    if args.compare:
+        Console().print(f"both paths give the same report: {result['same_report']}")
     Console().print(f"written {args.out}")
 
 

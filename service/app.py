@@ -27,14 +27,14 @@ from service.events.counters import EventCounters
 from service.events.log import EventLog, EventLogConfig
 from service.events.routes import events_router
 from service.experiments.admin import ExperimentAdmin
-from service.experiments.models import ExperimentSpec
+from service.experiments.models import ExperimentSpec, valid_name
 from service.experiments.router import Router
 from service.experiments.routes import router as experiments_router
 from service.experiments.store import ExperimentStore
 from service.experiments.sync import StoreSync
 from service.health import router as health_router
 from service.metrics import event_metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import BodyMiddleware, HeadMiddleware, MetricsMiddleware
 from service.rank.model_admin import ModelAdmin
 from service.rank.model_routes import router as models_router
 from service.rank.rank_service import RankService
@@ -42,12 +42,14 @@ from service.rank.registry import LoadOptions, ModelRegistry
 from service.rank.routes import document_rank, rank_route
 from service.rank.served import NullSink, ServedListSink
 from service.rank.version_routes import router as versions_router
+from service.report.build import ExperimentArms
 from service.report.routes import ExperimentLookup, lookup_from_store, report_router
 from service.settings import ServiceSettings
 from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_ACTOR = "bootstrap"
+JSON_BODIES = frozenset({"/rank", "/events"})  # 415 for another Content-Type
 
 
 def build_state(settings: ServiceSettings) -> ServiceState:
@@ -125,7 +127,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.include_router(report_router(_event_log, _experiment_lookup))
     mount_console(app)
     add_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(BodyMiddleware, limit=settings.max_body_bytes, json_paths=JSON_BODIES)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app
 
@@ -154,7 +157,13 @@ def _event_log(state: Annotated[ServiceState, Depends(get_state)]) -> EventLog:
 
 
 def _experiment_lookup(state: Annotated[ServiceState, Depends(get_state)]) -> ExperimentLookup:
-    return lookup_from_store(state.store)
+    lookup = lookup_from_store(state.store)
+
+    def known(name: str) -> ExperimentArms | None:
+        # a name no experiment can have is unknown without a query (PostgreSQL refuses a NUL in text)
+        return lookup(name) if valid_name(name) else None
+
+    return known
 
 
 def app_from_env() -> FastAPI:

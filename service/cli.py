@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:  # serving dependencies (uvicorn, pydantic-settings): imported when serving only
+    from service.http_protocol import LimitedHttpToolsProtocol
+    from service.settings import ServiceSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +32,10 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+        from service.settings import ServiceSettings
 
         os.environ["APPRANK_MODELS_DIR"] = str(models)
+        protocol = http_protocol(ServiceSettings())
         if workers > 1 or metrics_dir is not None or os.environ.get(MULTIPROC_ENV):
             default = Path(tempfile.gettempdir()) / f"apprank-metrics-{port}"
             prepare_multiprocess_dir(metrics_dir or Path(os.environ.get(MULTIPROC_ENV) or default))
@@ -41,5 +48,14 @@ def register(app: typer.Typer) -> None:
             access_log=False,
             log_level="info",
             loop="auto",
-            http="auto",
+            http=protocol,  # type: ignore[arg-type]  # a protocol factory, as uvicorn calls it
+            timeout_keep_alive=5,
         )
+
+
+def http_protocol(settings: ServiceSettings) -> functools.partial[LimitedHttpToolsProtocol]:
+    """uvicorn's httptools protocol with the header limit and read timeouts of ``settings``."""
+    from service.http_protocol import HttpLimits, LimitedHttpToolsProtocol
+
+    limits = HttpLimits(settings.max_header_bytes, settings.header_timeout_s, settings.body_timeout_s)
+    return functools.partial(LimitedHttpToolsProtocol, limits=limits)

@@ -82,8 +82,21 @@ def error_body(issues: Sequence[FieldIssue]) -> bytes:
 
 
 def issue_dict(issue: FieldIssue) -> dict[str, Any]:
-    """One issue as the JSON object of the error shape."""
-    return {"loc": list(issue.loc), "msg": issue.msg, "type": issue.type}
+    """One issue as the JSON object of the error shape; any text is made encodable first (a field
+    path or message may quote what the client sent: a lone surrogate must not turn a 422 into a 500)."""
+    loc = [part if isinstance(part, int) else printable(str(part)) for part in issue.loc]
+    return {"loc": loc, "msg": printable(str(issue.msg)), "type": printable(str(issue.type))}
+
+
+def printable(text: str) -> str:
+    """``text``, with NUL characters and lone surrogates written as escapes (``\\x00``, ``\\ud800``)."""
+    if "\x00" not in text:
+        try:
+            text.encode()
+            return text
+        except UnicodeEncodeError:
+            pass
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def body_loc(path: str) -> Loc:
@@ -134,9 +147,10 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflicts with the stored state",
     413: "Body too large",
+    415: "Not JSON (Content-Type), or an encoding other than gzip",
     422: "Invalid field (loc names it)",
     501: "Not available in this installation",
     503: "Not ready",
 }
-ERRORS = documented(400, 413, 422, 503)
+ERRORS = documented(400, 413, 415, 422, 503)
 ADMIN_ERRORS = documented(401, 403)

@@ -1,4 +1,4 @@
-"""``GET /healthz`` (alive), ``GET /readyz`` (models loaded, store reachable), ``GET /metrics``."""
+"""``GET /healthz`` (alive), ``GET /readyz`` (models loaded, store writable), ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from service.db import StoreUnavailableError
 from service.metrics import render_latest
 from service.state import ServiceState, get_state
 
@@ -30,15 +31,27 @@ async def healthz() -> Status:
 
 @router.get("/readyz", response_model=Status, responses={503: {"model": Status}})
 async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:  # noqa: B008
-    """Ready when at least one model is loaded and the store answers."""
+    """Ready when at least one model is loaded and the database takes a (committed) write."""
     reasons = []
     models = sorted(state.registry.models)
     if not models:
         reasons.append(f"no model loaded from {state.settings.models_dir}")
     if not await asyncio.to_thread(state.db.ping):
         reasons.append("experiment store unreachable")
+    elif (problem := await asyncio.to_thread(_write_problem, state)) is not None:
+        reasons.append(problem)
     body = Status(status="not ready" if reasons else "ready", reasons=reasons, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
+
+
+def _write_problem(state: ServiceState) -> str | None:
+    """Why the database cannot be written now, or None when a write commits."""
+    try:
+        state.store.check_writable()
+    except Exception as error:  # noqa: BLE001 - readiness reports any failure as not ready
+        cause = error.cause if isinstance(error, StoreUnavailableError) else error
+        return f"the database cannot be written: {type(cause).__name__}: {cause}"
+    return None
 
 
 @router.get("/metrics", response_class=Response)

@@ -110,6 +110,9 @@ IMPRESSIONS = Counter("apprank_impressions", "Impressions logged.", ["experiment
 DOWNLOADS = Counter("apprank_downloads", "Downloads logged.", ["experiment", "arm"])
 EVENTS_REJECTED = Counter("apprank_events_rejected", "Events rejected.", ["reason"])
 SERVED_LISTS_DROPPED = Counter("apprank_served_lists_dropped", "Served lists dropped.")
+SERVED_LIST_RETRIES = Counter(
+    "apprank_served_list_retries", "Served-list writes failed on the database and retried (lists)."
+)
 SERVED_LOG_QUEUE_DEPTH = Gauge(
     "apprank_served_log_queue_depth", "Served lists waiting to be written.", multiprocess_mode="livesum"
 )
@@ -125,6 +128,7 @@ def event_metrics() -> EventMetrics:
     """The collectors the event log updates."""
     return EventMetrics(
         served_lists_dropped=SERVED_LISTS_DROPPED,
+        served_list_retries=SERVED_LIST_RETRIES,
         served_log_queue_depth=SERVED_LOG_QUEUE_DEPTH,
         events_rejected=EVENTS_REJECTED,
         impressions=IMPRESSIONS,

@@ -30,7 +30,10 @@ class ServiceSettings(BaseSettings):
         table_prefix: prefix of the service's tables (lets several deployments or test runs share a DB).
         admin_token: ``token`` or ``name:token[,name:token]``; needed to change experiments or reload.
         max_candidates: largest candidate list accepted by ``POST /rank``.
-        max_body_bytes: largest request body accepted (413 above it).
+        max_body_bytes: largest request body accepted (413 above it), after gzip decoding too.
+        max_header_bytes: largest request line plus headers accepted (431 above it; ``apprank serve``).
+        header_timeout_s: longest a client may take to send a request's headers (408 and close).
+        body_timeout_s: longest a client may take to send a request's body, once its headers came.
         default_experiment: experiment used when a request names none.
         default_model: model served when no experiment applies (default: the first model by name).
         ort_device: ``auto`` uses CUDA when onnxruntime-gpu sees a GPU, else CPU.
@@ -57,6 +60,9 @@ class ServiceSettings(BaseSettings):
     admin_token: SecretStr | None = None
     max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 2_000
     max_body_bytes: Annotated[int, Field(ge=1_024)] = 4 * 1024 * 1024
+    max_header_bytes: Annotated[int, Field(ge=1_024)] = 32 * 1024
+    header_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     default_experiment: str = "default"
     default_model: str | None = None
     ort_device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -6,6 +6,10 @@ coroutine waits on a future without blocking the event loop. The thread takes ev
 (while one transaction runs, the next group forms), checks and inserts it in one transaction with a
 single commit (one fsync on SQLite), and resolves the futures: a 2xx is sent only after its events are
 durable, and N concurrent requests cost one commit rather than N.
+
+A group whose transaction fails on its data (``service.db.is_data_error``: a value the database cannot
+store) is committed again one request at a time, and the request that still fails one event at a time:
+the event the store refuses is rejected (``unstorable``), and no other request's events fail with it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
-from service.events.models import BatchOutcome, EventIn
+from service.db import is_data_error
+from service.events.models import BatchOutcome, EventIn, Rejection
 from service.events.store import EventStore
 from service.events.writer import ServedListWriter
 
@@ -118,14 +123,64 @@ class GroupCommitter:
         try:
             outcomes = self._store.record_events([job.events for job in group], time.time())
         except Exception as error:
-            log.exception("committing %d event batches failed", len(group))
+            if not is_data_error(error):
+                log.exception("committing %d event batches failed", len(group))
+                for job in group:
+                    _settle(job.future, error=error)
+                return
+            log.warning(
+                "committing %d event batches failed on their data (%s): one by one", len(group), error
+            )
             for job in group:
-                _settle(job.future, error=error)
+                self._commit_alone(job)
             return
         self.commits += 1
         self.batches += len(group)
         for job, outcome in zip(group, outcomes, strict=True):
             _settle(job.future, outcome=outcome)
+
+    def _commit_alone(self, job: _Job) -> None:
+        """Commit one request's batch in its own transaction, then event by event if its data fail."""
+        try:
+            (outcome,) = self._store.record_events([job.events], time.time())
+        except Exception as error:
+            if not is_data_error(error):
+                _settle(job.future, error=error)
+                return
+            try:
+                outcome = self._commit_each(job.events)
+            except Exception as other:  # noqa: BLE001 - any other failure fails this request only
+                _settle(job.future, error=other)
+                return
+        self.commits += 1
+        self.batches += 1
+        _settle(job.future, outcome=outcome)
+
+    def _commit_each(self, events: Sequence[EventIn]) -> BatchOutcome:
+        """One transaction per event; an event the store refuses on its data becomes a rejection."""
+        outcome = BatchOutcome()
+        for event in events:
+            try:
+                (alone,) = self._store.record_events([[event]], time.time())
+            except Exception as error:
+                if not is_data_error(error):
+                    raise
+                outcome.rejected.append(unstorable(event, error))
+                continue
+            outcome.merge(alone)
+        return outcome
+
+
+def unstorable(event: EventIn, error: BaseException) -> Rejection:
+    """The rejection of an event whose values the database refuses."""
+    reason = f"the event store cannot hold this event's values ({type(error).__name__}: {error})"
+    return Rejection(
+        index=event.index,
+        event_id=event.event_id,
+        field=f"events[{event.index}]",
+        code="unstorable",
+        reason=reason,
+    )
 
 
 def _settle(

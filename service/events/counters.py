@@ -19,6 +19,7 @@ class EventMetrics:
     """The Prometheus collectors the event log updates; any of them may be left out."""
 
     served_lists_dropped: prom.Counter | None = None
+    served_list_retries: prom.Counter | None = None  # lists whose write failed on the database, retried
     served_log_queue_depth: prom.Gauge | None = None
     events_rejected: prom.Counter | None = None  # {reason}
     impressions: prom.Counter | None = None  # {experiment, arm}
@@ -33,6 +34,7 @@ class EventCounters:
         self.metrics = metrics or EventMetrics()
         self._lock = threading.Lock()
         self.dropped = 0
+        self.retried = 0
         self.queue_depth = 0
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[tuple[str, str, str]] = Counter()
@@ -43,6 +45,13 @@ class EventCounters:
             self.dropped += count
         if self.metrics.served_lists_dropped is not None:
             self.metrics.served_lists_dropped.inc(count)
+
+    def served_list_retried(self, count: int) -> None:
+        """Served lists whose write failed on the database and that stay queued for another attempt."""
+        with self._lock:
+            self.retried += count
+        if self.metrics.served_list_retries is not None:
+            self.metrics.served_list_retries.inc(count)
 
     def served_queue_depth(self, depth: int) -> None:
         self.queue_depth = depth
@@ -85,6 +94,7 @@ class EventCounters:
         with self._lock:
             return {
                 "served_lists_dropped": self.dropped,
+                "served_list_retries": self.retried,
                 "served_log_queue_depth": self.queue_depth,
                 "events_rejected": dict(self.rejected),
                 "events_accepted": [

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from service.db import Database
 from service.events.committer import GroupCommitter
 from service.events.counters import EventCounters
-from service.events.models import BatchOutcome, EventIn, IngestResponse
+from service.events.models import BatchOutcome, EventIn, IngestResponse, Rejection
 from service.events.store import SqlEventStore, open_event_store
 from service.events.validation import CLOCK_SKEW_S, parse_batch
 from service.events.writer import ServedListWriter
@@ -44,6 +44,10 @@ class EventLogConfig:
             when the service defines that gauge; 0 turns it off).
         clock_skew_s: how far an event's own time may precede its served list or follow the server's
             clock before it is refused (widen it to accept back-dated events, e.g. in simulations).
+        served_retry_horizon_s: how long after /rank a served list whose write fails on the database
+            is retried; events naming a request_id minted less long ago (plus ``pending_slack_s``) that
+            is not stored yet are answered 503 with Retry-After instead of ``unknown_request``. Every
+            worker and replica must use the same value.
     """
 
     max_events_per_batch: int = 1_000
@@ -55,6 +59,30 @@ class EventLogConfig:
     purge_interval_s: float = 3600.0
     users_refresh_s: float = 30.0
     clock_skew_s: float = CLOCK_SKEW_S
+    served_retry_horizon_s: float = 60.0
+    pending_slack_s: float = 5.0
+
+
+class ServedListPendingError(Exception):
+    """Events name served lists that may not be written yet (retry later); nothing else is wrong."""
+
+    def __init__(self, rejections: list[Rejection]) -> None:
+        super().__init__(f"{len(rejections)} events name served lists not stored yet")
+        self.rejections = rejections
+
+
+def minted_at(request_id: str) -> float | None:
+    """When /rank minted ``request_id`` (unix seconds), or None for an id not of its making.
+
+    ``service.rank.rank_service.new_request_id``: 12 hex digits of milliseconds, then 20 random ones.
+    """
+    if len(request_id) != 32:
+        return None
+    try:
+        int(request_id, 16)
+    except ValueError:
+        return None
+    return int(request_id[:12], 16) / 1000.0
 
 
 class EventLog:
@@ -87,6 +115,7 @@ class EventLog:
             max_queue=self.config.served_queue_size,
             max_queued_candidates=self.config.served_queue_candidates,
             flush_interval_s=self.config.flush_interval_s,
+            retry_horizon_s=self.config.served_retry_horizon_s,
         )
         self.committer = GroupCommitter(self.store, self.writer)
         self._owns_db = owns_db
@@ -137,19 +166,42 @@ class EventLog:
 
         Raises:
             BatchError: the body as a whole is unusable.
+            ServedListPendingError: some events name served lists that may still be written: the
+                batch is to be sent again later (what it stored is kept: the resend's duplicates).
             Exception: the store failed (nothing of this batch is acknowledged).
         """
         events, rejected = parse_batch(body, self.config.max_events_per_batch)
         outcome = BatchOutcome(rejected=rejected)
         outcome.merge(await self._commit_with_grace(events))
+        self.counters.events_accepted(outcome.accepted_by_arm)
+        pending = self._pending(events, outcome.rejected)
+        if pending:
+            raise ServedListPendingError(pending)
         outcome.rejected.sort(key=lambda rejection: rejection.index)
         self.counters.events_rejected(Counter(rejection.code for rejection in outcome.rejected))
-        self.counters.events_accepted(outcome.accepted_by_arm)
         response = IngestResponse(
             accepted=outcome.accepted, duplicates=outcome.duplicates, rejected=outcome.rejected
         )
         status = 200 if outcome.accepted or outcome.duplicates else 422
         return status, response
+
+    def _pending(self, events: list[EventIn], rejections: list[Rejection]) -> list[Rejection]:
+        """The ``unknown_request`` rejections whose served list may still be written: queued or
+        retried by this process's writer, or minted by /rank within the retry horizon (any worker)."""
+        unknown = [r for r in rejections if r.code == "unknown_request"]
+        if not unknown:
+            return []
+        request_ids = {event.index: event.request_id for event in events}
+        now = time.time()
+        horizon = self.config.served_retry_horizon_s + self.config.pending_slack_s
+        pending = []
+        for rejection in unknown:
+            request_id = request_ids[rejection.index]
+            minted = minted_at(request_id)
+            recent = minted is not None and now - horizon <= minted <= now + self.config.clock_skew_s
+            if recent or self.writer.is_pending([request_id]):
+                pending.append(rejection)
+        return pending
 
     async def _commit_with_grace(self, events: list[EventIn]) -> BatchOutcome:
         """Commit; events naming an unknown request are retried for a short grace period."""

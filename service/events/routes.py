@@ -8,7 +8,9 @@ Response (``IngestResponse``)::
 200 when at least one event of the batch was accepted or was a duplicate (the accepted ones are
 durable), 422 with the same body when every event was refused, plus ``detail``: one issue per event in
 the service's error shape. Errors of the body as a whole: 400 (not JSON), 413 (too many events), 422
-(not ``{"events": [...]}`` or empty), 503 when the store fails (nothing acknowledged), all as
+(not ``{"events": [...]}`` or empty), 503 with ``Retry-After`` when the store fails (nothing
+acknowledged) or when events name a served list that may not be written yet (type ``retry_later``, one
+issue per such event; send the whole batch again: what it stored comes back as duplicates), all as
 ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``.
 """
 
@@ -20,11 +22,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
+from service.db import RETRY_AFTER_S
 from service.errors import ERRORS, FieldIssue, RequestError, body_loc, issue_dict
-from service.events.log import EventLog
-from service.events.models import IngestResponse, RefusedBatch
+from service.events.log import EventLog, ServedListPendingError
+from service.events.models import IngestResponse, RefusedBatch, Rejection
 from service.events.validation import BatchError
 
+RETRY_LATER = {"Retry-After": str(RETRY_AFTER_S)}
 _ID = {"type": "string", "minLength": 1, "maxLength": 256}
 _EVENTS_BODY: dict[str, Any] = {
     "required": True,
@@ -57,6 +61,11 @@ _EVENTS_BODY: dict[str, Any] = {
 }
 
 
+def _pending_issue(rejection: Rejection) -> FieldIssue:
+    msg = f"{rejection.reason} yet: it may still be being written; send the batch again later"
+    return FieldIssue(body_loc(rejection.field), msg, "retry_later")
+
+
 def events_router(event_log: Callable[..., EventLog]) -> APIRouter:
     """The router of ``POST /events``; ``event_log`` is the FastAPI dependency that yields the log."""
     router = APIRouter(tags=["events"])
@@ -77,9 +86,11 @@ def events_router(event_log: Callable[..., EventLog]) -> APIRouter:
             status, result = await log.ingest(body)
         except BatchError as error:
             raise RequestError.at(body_loc(error.field), error.reason, error.code, error.status) from None
+        except ServedListPendingError as error:
+            raise RequestError(503, [_pending_issue(r) for r in error.rejections], RETRY_LATER) from None
         except Exception as error:  # noqa: BLE001 - a store failure is a 503, never a 500
             msg = f"event store unavailable: {type(error).__name__}"
-            raise RequestError(503, [FieldIssue((), msg, "unavailable")]) from None
+            raise RequestError(503, [FieldIssue((), msg, "unavailable")], RETRY_LATER) from None
         answer: dict[str, Any] = result.model_dump(mode="json")
         if status >= 400:
             answer["detail"] = [

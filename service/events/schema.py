@@ -73,6 +73,12 @@ CREATE TABLE {p}event_user_days (
 CREATE INDEX {p}event_user_days_by_day ON {p}event_user_days (experiment, day, arm, impressions, downloads)
 """
 
+# The report's download rule (a download counts only with an impression of its (request, app)) looks up
+# every download of its days: a partial index keeps that a range of downloads, not a pass over the events.
+_DOWNLOADS_BY_DAY = """
+CREATE INDEX {p}events_downloads_by_day ON {p}events (day, request_id, app_id) WHERE type = 'download'
+"""
+
 
 def migrations(prefix: str) -> list[Migration]:
     """The event log's tables named ``{prefix}...``; the migration store is ``{prefix}events``."""
@@ -90,4 +96,5 @@ def migrations(prefix: str) -> list[Migration]:
             _ROLLUP.format(p=prefix, suffix=" WITHOUT ROWID"),
             _ROLLUP.format(p=prefix, suffix=""),
         ),
+        Migration(store, 3, _DOWNLOADS_BY_DAY.format(p=prefix)),
     ]

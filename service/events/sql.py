@@ -102,6 +102,17 @@ _SERVED_REFS = (
     "LEFT JOIN {p}served_items AS i ON i.request_id = p.column1 AND i.app_id = p.column2"
 )
 
+_STORED_EVENTS = (
+    "SELECT e.event_id, e.type, e.request_id, e.app_id, e.user_id "
+    "FROM (VALUES {values}) AS p JOIN {p}events AS e ON e.event_id = p.column1"
+)
+
+_STORED_TRIPLES = (
+    "SELECT e.request_id, e.app_id, e.type "
+    "FROM (VALUES {values}) AS p "
+    "JOIN {p}events AS e ON e.request_id = p.column1 AND e.app_id = p.column2 AND e.type = p.column3"
+)
+
 
 class Queries:
     """Every statement of the event log for one table prefix, in portable ``?`` form."""
@@ -134,6 +145,14 @@ class Queries:
     def served_refs(self, pairs: int) -> str:
         """The served list of each (request_id, app_id) pair, with the app_id when it was returned."""
         return self._multi_row(_SERVED_REFS, 2, pairs)
+
+    def stored_events(self, ids: int) -> str:
+        """The stored content (id, type, request, app, user) of each of ``ids`` event_ids."""
+        return self._multi_row(_STORED_EVENTS, 1, ids)
+
+    def stored_triples(self, triples: int) -> str:
+        """Which of ``triples`` (request_id, app_id, type) are stored, under whatever event_id."""
+        return self._multi_row(_STORED_TRIPLES, 3, triples)
 
     def _multi_row(self, template: str, width: int, rows: int) -> str:
         """``template`` with ``{values}`` as ``rows`` tuples of ``width`` placeholders (cached)."""

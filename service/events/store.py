@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from service.db import Cursor, Database
-from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, ServedRef
+from service.db import Cursor, Database, StoreUnavailableError
+from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, Rejection, ServedRef
 from service.events.rows import LabeledRow, event_row, served_rows, user_day_updates
 from service.events.schema import migrations
 from service.events.sql import Queries
@@ -25,6 +25,8 @@ from service.settings import DEFAULT_TABLE_PREFIX
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DAY_S = 86400.0
+CONFLICT = "event_id_conflict"
+StoredEvent = tuple[str, str, str, str]  # type, request_id, app_id, user_id
 
 
 class EventStore(Protocol):
@@ -65,8 +67,8 @@ class SqlEventStore:
         """Called once by the served-list writer's thread before its first write."""
 
     def _retryable(self, error: Exception) -> bool:
-        del error
-        return False
+        """A fault of the database: the next attempt runs on a fresh connection."""
+        return isinstance(error, StoreUnavailableError)
 
     def _transaction(self, work: Callable[[Cursor], T], attempts: int = 3) -> T:
         """Run ``work`` in one transaction, retrying it when the dialect says the failure is transient."""
@@ -120,7 +122,9 @@ class SqlEventStore:
         """Check and insert several batches in one transaction (a group commit).
 
         Events referring to no served request, to an item not returned for it, or to another user are
-        refused; an event whose id (or whose request, item and type) is already stored is a duplicate.
+        refused; an event whose id (or whose request, item and type) is already stored is a duplicate,
+        unless its id is stored for other content (another type, request, item or user): a conflict,
+        refused with ``event_id_conflict``.
         The per-user-day counts are updated for the newly inserted events only.
         """
         return self._transaction(lambda cursor: self._record(cursor, batches, received_at))
@@ -143,13 +147,15 @@ class SqlEventStore:
                     continue
                 kept.append((event, ref, received_at if event.ts is None else event.ts))
             new = self._insert_events(cursor, [event_row(e, r, ts, received_at) for e, r, ts in kept])
+            stored = self._id_conflicts(cursor, [e for e, _, _ in kept if _key(e) not in new])
             for event, ref, ts in kept:
-                key = (event.event_id, event.request_id, event.app_id, event.type)
-                if key in new:
-                    new.discard(key)  # the same event twice in the batch: the second is a duplicate
+                if _key(event) in new:
+                    new.discard(_key(event))  # the same event twice in the batch: the second is a duplicate
                     outcome.accepted += 1
                     outcome.accepted_by_arm[(ref.experiment, ref.arm, event.type)] += 1
                     inserted_events.append((event, ref, ts))
+                elif (conflict := _conflict(event, stored.get(event.event_id))) is not None:
+                    outcome.rejected.append(conflict)
                 else:
                     outcome.duplicates += 1
             outcomes.append(outcome)
@@ -166,6 +172,23 @@ class SqlEventStore:
                 if app_id is not None:
                     entry[4].add(app_id)
         return {rid: ServedRef(u, e, a, ts, frozenset(apps)) for rid, (u, e, a, ts, apps) in found.items()}
+
+    def _id_conflicts(self, cursor: Cursor, events: Sequence[EventIn]) -> dict[str, StoredEvent]:
+        """For events not inserted: what is stored under their event_id, where that may conflict.
+
+        An event whose (request, item, type) is stored already, under whatever id, is a duplicate and
+        left out; so is one whose id is not stored.
+        """
+        triples = sorted({(e.request_id, e.app_id, e.type) for e in events})
+        known: set[tuple[str, str, str]] = set()
+        for done in self._execute_chunks(cursor, self.q.stored_triples, triples):
+            known.update((str(r), str(a), str(t)) for r, a, t in done.fetchall())
+        ids = sorted({(e.event_id,) for e in events if (e.request_id, e.app_id, e.type) not in known})
+        found: dict[str, StoredEvent] = {}
+        for done in self._execute_chunks(cursor, self.q.stored_events, ids):
+            for event_id, kind, request_id, app_id, user_id in done.fetchall():
+                found[str(event_id)] = (str(kind), str(request_id), str(app_id), str(user_id))
+        return found
 
     def _insert_events(
         self, cursor: Cursor, rows: Sequence[tuple[Any, ...]]
@@ -195,9 +218,7 @@ class SqlEventStore:
     def arm_sums(self, experiment: str, first_day: int, last_day: int) -> list[ArmDaySums]:
         """Per-arm sums of per-user counts, overall and per day, for days in [first_day, last_day]."""
         params = (experiment, first_day, last_day) * 2
-        with self.db.read() as cursor:
-            cursor.execute(self.db.sql(self.q.arm_sums), params)
-            rows = cursor.fetchall()
+        rows = self.db.query(lambda cursor: cursor.execute(self.db.sql(self.q.arm_sums), params).fetchall())
         return [
             ArmDaySums(
                 arm=arm,
@@ -214,15 +235,14 @@ class SqlEventStore:
 
     def user_counts(self) -> list[tuple[str, str, int]]:
         """Distinct users with events, per (experiment, arm), over every day kept."""
-        with self.db.read() as cursor:
-            cursor.execute(self.q.user_counts)
-            return [(str(e), str(a), int(n)) for e, a, n in cursor.fetchall()]
+        rows = self.db.query(lambda cursor: cursor.execute(self.q.user_counts).fetchall())
+        return [(str(e), str(a), int(n)) for e, a, n in rows]
 
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
         """The (model, version) pairs that served the experiment in [start_ts, end_ts)."""
-        with self.db.read() as cursor:
-            cursor.execute(self.db.sql(self.q.served_models), (experiment, start_ts, end_ts))
-            return [(str(model), str(version)) for model, version in cursor.fetchall()]
+        query, params = self.db.sql(self.q.served_models), (experiment, start_ts, end_ts)
+        rows = self.db.query(lambda cursor: cursor.execute(query, params).fetchall())
+        return [(str(model), str(version)) for model, version in rows]
 
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]:
         """Every impression in [start_ts, end_ts) with its logged features and a 0/1 download label."""
@@ -230,9 +250,7 @@ class SqlEventStore:
         query = self.db.sql(self.q.labeled_page)
         while True:
             params = (experiment, start_ts, end_ts, after_ts, after_ts, after_id, self.page_size)
-            with self.db.read() as cursor:
-                cursor.execute(query, params)
-                page = cursor.fetchall()
+            page = self.db.query(lambda cursor: cursor.execute(query, params).fetchall())  # noqa: B023
             for record in page:
                 yield LabeledRow.from_record(record)
             if len(page) < self.page_size:
@@ -262,6 +280,28 @@ class SqlEventStore:
         return PurgeCounts(**counts)
 
 
+def _key(event: EventIn) -> tuple[str, str, str, str]:
+    """The columns the event insert returns for a row it stored."""
+    return (event.event_id, event.request_id, event.app_id, event.type)
+
+
+def _conflict(event: EventIn, stored: StoredEvent | None) -> Rejection | None:
+    """A rejection when ``event`` reuses a stored event_id for other content, else None (a duplicate).
+
+    Only what identifies the event counts (type, request, app, user): ``ts`` defaults to the time of
+    receipt, so an honest resend may carry another one.
+    """
+    if stored is None or stored == (event.type, event.request_id, event.app_id, event.user_id):
+        return None
+    kind, request_id, app_id, _ = stored
+    reason = (
+        f"event_id {event.event_id!r} is already stored for another event (a {kind} of app {app_id!r} "
+        f"for request {request_id!r}); a resend must repeat the same type, request_id, app_id and user_id"
+    )
+    field = f"events[{event.index}].event_id"
+    return Rejection(index=event.index, event_id=event.event_id, field=field, code=CONFLICT, reason=reason)
+
+
 class SQLiteEventStore(SqlEventStore):
     """SQLite (WAL): one writer at a time; ``busy_timeout`` already makes writers wait their turn."""
 
@@ -274,8 +314,7 @@ class SQLiteEventStore(SqlEventStore):
         WAL), only an OS crash can lose the last ones. Events keep ``FULL``, and since the WAL is one
         sequential file, an event commit's fsync also makes every served list written before it durable.
         """
-        with self.db.read() as cursor:
-            cursor.execute("PRAGMA synchronous=NORMAL")
+        self.db.set_thread_synchronous("NORMAL")
 
 
 class PostgresEventStore(SqlEventStore):
@@ -286,7 +325,8 @@ class PostgresEventStore(SqlEventStore):
     def _retryable(self, error: Exception) -> bool:
         from psycopg import errors
 
-        return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
+        deadlock = isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
+        return deadlock or super()._retryable(error)
 
 
 def open_event_store(

@@ -2,17 +2,21 @@
 
 Field checks (``parse_batch``) are pure and run in the request handler; reference checks
 (``check_reference``) need the served list and run in the committer, inside the insert transaction.
-A bad event never spoils its batch: it becomes a ``Rejection`` and the others go on.
+A bad event never spoils its batch: it becomes a ``Rejection`` and the others go on. That holds for
+strings the database cannot store too (a NUL, a lone surrogate): a body orjson refuses for a lone
+surrogate is read again by the standard library, so that only the event holding it is refused.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import orjson
 
 from service.events.models import EVENT_TYPES, EventIn, EventType, Rejection, ServedRef
+from service.jsonbody import UNSTORABLE, UNSTORABLE_MSG, storable
 from service.settings import DEFAULT_EVENT_CLOCK_SKEW_S
 
 MAX_ID_LENGTH = 256
@@ -39,10 +43,7 @@ def parse_batch(body: bytes, max_events: int) -> tuple[list[EventIn], list[Rejec
         BatchError: the body is not JSON (400), not ``{"events": [...]}`` or empty (422), or holds
             more than ``max_events`` events (413).
     """
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise BatchError(400, "", f"not valid JSON: {error}", "json_invalid") from None
+    payload = _load(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
         raise BatchError(422, "events", "the body must be an object with an 'events' list", "list_type")
     raw_events: list[Any] = payload["events"]
@@ -62,12 +63,26 @@ def parse_batch(body: bytes, max_events: int) -> tuple[list[EventIn], list[Rejec
     return events, rejections
 
 
+def _load(body: bytes) -> Any:
+    """The JSON document; what orjson refuses only for a lone surrogate (or a non-finite number) is
+    read by the standard library, so the event holding it is refused alone (``parse_event``)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        reason = str(error)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BatchError(400, "", f"not valid JSON: {reason}", "json_invalid") from None
+
+
 def parse_event(index: int, raw: Any) -> EventIn | Rejection:
     """Type-check one event object; unknown extra fields are ignored."""
     if not isinstance(raw, dict):
         return _reject(index, None, "", "invalid_event", "an event must be a JSON object")
     event_id = raw.get("event_id")
-    own_id = event_id if isinstance(event_id, str) and event_id else None
+    # the event_id is echoed in the answer: only when it can be (a lone surrogate cannot be encoded)
+    own_id = event_id if isinstance(event_id, str) and event_id and storable(event_id) else None
     values: dict[str, str] = {}
     for name in ("event_id", "request_id", "app_id", "user_id"):
         value = _identifier(raw.get(name, None), name in raw)
@@ -79,9 +94,7 @@ def parse_event(index: int, raw: Any) -> EventIn | Rejection:
         code = "missing_field" if "type" not in raw else "unknown_type"
         return _reject(index, own_id, "type", code, f"must be 'impression' or 'download', got {kind!r}")
     ts = raw.get("ts")
-    if ts is not None and (
-        isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts <= 0
-    ):
+    if ts is not None and not _valid_ts(ts):
         return _reject(
             index, own_id, "ts", "invalid_ts", f"must be a positive unix time in seconds, got {ts!r}"
         )
@@ -97,6 +110,16 @@ def parse_event(index: int, raw: Any) -> EventIn | Rejection:
     )
 
 
+def _valid_ts(ts: Any) -> bool:
+    """A positive finite number of seconds (an integer too large for a float is not)."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return False
+    try:
+        return math.isfinite(ts) and ts > 0
+    except OverflowError:
+        return False
+
+
 def _identifier(value: Any, present: bool) -> str | tuple[str, str]:
     """An id as a string, or (code, reason). Integers are accepted and written in decimal."""
     if not present or value is None:
@@ -107,6 +130,8 @@ def _identifier(value: Any, present: bool) -> str | tuple[str, str]:
         return ("invalid_field", f"must be a string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_LENGTH:
         return ("invalid_field", f"must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    if not storable(value):
+        return (UNSTORABLE, UNSTORABLE_MSG)
     return value
 
 

@@ -4,6 +4,13 @@
 queue is full the served list is dropped and counted. A background thread wakes every
 ``flush_interval_s`` (or as soon as a full batch is waiting), takes everything queued and writes it in
 one transaction, so a served list reaches the store within a flush interval and a write.
+
+A failed write is not the end of a list: the client already holds its ``request_id``. When the database
+fails (``service.db.is_transient``: unreachable, unwritable, locked), the batch goes back to the front
+of the queue and is retried with a growing pause, for up to ``retry_horizon_s`` after each list was
+served; the queue's bounds still hold, so during an outage new lists are dropped (and counted) once it
+is full. When the data fail instead (a value the database cannot store), the batch is written again one
+list per transaction, so that only the bad list is dropped. Every list finally dropped is counted.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from service.db import is_transient
 from service.events.counters import EventCounters
 from service.events.store import EventStore
 from service.rank.served import ServedList
@@ -35,6 +43,8 @@ class ServedListWriter:
         max_batch: a batch of this many lists wakes the thread early; also the most written at once.
         nice: niceness added to the writer thread (Linux), so that when cores are busy the request
             handlers get the CPU first and the log waits.
+        retry_horizon_s: how long after it was served a list is still retried when the database fails.
+        max_retry_pause_s: the longest pause between two attempts while the database fails.
     """
 
     def __init__(
@@ -47,6 +57,8 @@ class ServedListWriter:
         flush_interval_s: float = 0.05,
         max_batch: int = 1_000,
         nice: int = 10,
+        retry_horizon_s: float = 60.0,
+        max_retry_pause_s: float = 1.0,
     ) -> None:
         self._store = store
         self._counters = counters
@@ -58,6 +70,10 @@ class ServedListWriter:
         self._interval = flush_interval_s
         self._max_batch = max_batch
         self._nice = nice
+        self.retry_horizon_s = retry_horizon_s
+        self._max_pause = max_retry_pause_s
+        self._pause = 0.0  # the current pause between attempts; 0 while writes succeed
+        self._retry_at = 0.0  # monotonic time of the next attempt while failing
         self._queue: deque[ServedList] = deque()
         self._pending_ids: set[str] = set()  # request_ids queued or being written
         self._wake = threading.Event()
@@ -100,17 +116,23 @@ class ServedListWriter:
         pending = self._pending_ids
         return any(request_id in pending for request_id in request_ids)
 
+    @property
+    def failing(self) -> bool:
+        """True while the last write attempt failed on the database (the queue waits to be retried)."""
+        return self._pause > 0
+
     def flush(self, timeout_s: float = 5.0) -> bool:
-        """Block until everything queued so far is written; False if that took longer than the timeout."""
+        """Block until everything queued so far is written; False if that took longer than the timeout,
+        or at once while the database fails (the lists stay queued for their retries)."""
         deadline = time.monotonic() + timeout_s
         self._wake.set()
         with self._idle:
-            while self._queue or self._writing:
+            while (self._queue or self._writing) and not self.failing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None or not self._thread.is_alive():
-                    return not (self._queue or self._writing)
+                    break
                 self._idle.wait(min(remaining, 0.05))
-        return True
+            return not (self._queue or self._writing)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop accepting lists, write everything queued, and stop the thread."""
@@ -126,7 +148,7 @@ class ServedListWriter:
                 )
             self._thread = None
         if self._queue:  # never started, or the thread died: write what is left from here
-            self._write_all()
+            self._write_all(final=True)
 
     def _run(self) -> None:
         self._lower_priority()
@@ -135,10 +157,13 @@ class ServedListWriter:
         except Exception:
             log.exception("preparing the served-list writer's connection failed")
         while True:
-            self._wake.wait(self._interval)
+            wait = self._interval
+            if self.failing:
+                wait = min(wait, max(0.0, self._retry_at - time.monotonic())) if self._queue else wait
+            self._wake.wait(wait)
             self._wake.clear()
             stopping = self._stopping
-            self._write_all()
+            self._write_all(final=stopping)
             if stopping:
                 return
 
@@ -152,25 +177,87 @@ class ServedListWriter:
         except OSError as error:
             log.debug("cannot lower the served-list writer's priority: %s", error)
 
-    def _write_all(self) -> None:
-        """Write the queue in batches of at most ``max_batch``; a failed batch is dropped and counted."""
+    def _write_all(self, final: bool = False) -> None:
+        """Write the queue in batches of at most ``max_batch`` (see the module's doc for failures).
+
+        While the database fails, nothing is attempted before the pause is over; ``final`` (shutdown)
+        makes one attempt and drops what still fails.
+        """
         while self._queue:
+            if self.failing and not final and time.monotonic() < self._retry_at:
+                break
             with self._idle:
                 self._writing = True
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
             self._counters.served_queue_depth(len(self._queue))
+            retry: list[ServedList] = []
             try:
-                self._store.write_served(batch)
-                self.written += len(batch)
-            except Exception:
-                log.exception("writing %d served lists failed; they are dropped", len(batch))
-                self.dropped += len(batch)
-                self._counters.served_list_dropped(len(batch))
+                retry = self._write_batch(batch)
+                if retry and final:
+                    log.error("the database fails at shutdown: %d served lists dropped", len(retry))
+                    self._drop(len(retry))
+                    retry = []
             finally:
-                for served in batch:
-                    self._pending_ids.discard(served.request_id)
-                self._candidates_out += sum(len(served.app_ids) for served in batch)
-                with self._idle:
-                    self._writing = False
-                    self._idle.notify_all()
-        self._counters.served_queue_depth(0)
+                self._settle(batch, retry)
+            if retry:
+                break
+        self._counters.served_queue_depth(len(self._queue))
+
+    def _write_batch(self, batch: list[ServedList]) -> list[ServedList]:
+        """Write ``batch``; returns the lists to retry later (the database failed), in order."""
+        try:
+            self._store.write_served(batch)
+        except Exception as error:
+            if is_transient(error):
+                self._failed(error, len(batch))
+                return batch
+            log.warning("writing %d served lists failed (%s); writing them one by one", len(batch), error)
+            return self._write_one_by_one(batch)
+        self.written += len(batch)
+        self._pause = 0.0
+        return []
+
+    def _write_one_by_one(self, batch: list[ServedList]) -> list[ServedList]:
+        """Each list in its own transaction: one the store refuses is dropped, the others are written."""
+        for position, served in enumerate(batch):
+            try:
+                self._store.write_served([served])
+            except Exception as error:
+                if is_transient(error):
+                    self._failed(error, len(batch) - position)
+                    return batch[position:]
+                log.error("served list %r refused by the store (%s); dropped", served.request_id, error)
+                self._drop(1)
+                continue
+            self.written += 1
+        self._pause = 0.0
+        return []
+
+    def _failed(self, error: BaseException, lists: int) -> None:
+        """Note a failure of the database: pause (doubling up to the maximum) before the next attempt."""
+        self._pause = min(self._max_pause, max(self._interval, 2 * self._pause))
+        self._retry_at = time.monotonic() + self._pause
+        self._counters.served_list_retried(lists)
+        log.warning("writing %d served lists failed (%s); retrying in %.2f s", lists, error, self._pause)
+
+    def _settle(self, batch: list[ServedList], retry: list[ServedList]) -> None:
+        """Put ``retry`` back at the front of the queue (minus the lists past the horizon); release
+        the rest of ``batch`` (written or dropped)."""
+        horizon = time.time() - self.retry_horizon_s
+        kept = [served for served in retry if served.ts >= horizon]
+        if expired := len(retry) - len(kept):
+            log.error("%d served lists retried for %.0f s; dropped", expired, self.retry_horizon_s)
+            self._drop(expired)
+        self._queue.extendleft(reversed(kept))
+        kept_ids = {served.request_id for served in kept}
+        for served in batch:
+            if served.request_id not in kept_ids:
+                self._pending_ids.discard(served.request_id)
+                self._candidates_out += len(served.app_ids)
+        with self._idle:
+            self._writing = False
+            self._idle.notify_all()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._counters.served_list_dropped(count)

@@ -34,6 +34,11 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def valid_name(value: str) -> bool:
+    """Whether ``value`` can name an experiment (a name that cannot is never stored: 404, not a query)."""
+    return _NAME.match(value) is not None
+
+
 def basis_points(percent: float) -> int:
     """A percent as buckets of 0.01 %; ValueError when it has more than two decimals."""
     scaled = round(percent * 100)

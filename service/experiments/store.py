@@ -43,7 +43,15 @@ def migrations(prefix: str) -> list[Migration]:
             f"CREATE INDEX {prefix}experiment_audit_name ON {prefix}experiment_audit (experiment, id);"
             f"CREATE TABLE {prefix}service_state (key TEXT PRIMARY KEY, value BIGINT NOT NULL);"
             f"INSERT INTO {prefix}service_state (key, value) VALUES ('{EXPERIMENTS}', 0), ('{MODELS}', 0)",
-        )
+        ),
+        # One row that readiness checks rewrite: a committed write is the only proof that the database
+        # takes writes (on SQLite a rolled-back one never touches the WAL file).
+        Migration(
+            store,
+            2,
+            f"CREATE TABLE {prefix}health (id INTEGER PRIMARY KEY, checks BIGINT NOT NULL);"
+            f"INSERT INTO {prefix}health (id, checks) VALUES (1, 0)",
+        ),
     ]
 
 
@@ -62,16 +70,13 @@ class ExperimentStore:
 
     def experiments(self) -> list[Experiment]:
         """All experiments, by name."""
-        with self.db.read() as cursor:
-            cursor.execute(f"SELECT config FROM {self.prefix}experiments ORDER BY name")
-            return [Experiment.model_validate_json(row[0]) for row in cursor.fetchall()]
+        query = f"SELECT config FROM {self.prefix}experiments ORDER BY name"
+        rows = self.db.query(lambda cursor: cursor.execute(query).fetchall())
+        return [Experiment.model_validate_json(row[0]) for row in rows]
 
     def get(self, name: str) -> Experiment | None:
-        with self.db.read() as cursor:
-            cursor.execute(
-                self.db.sql(f"SELECT config FROM {self.prefix}experiments WHERE name = ?"), (name,)
-            )
-            row = cursor.fetchone()
+        query = self.db.sql(f"SELECT config FROM {self.prefix}experiments WHERE name = ?")
+        row = self.db.query(lambda cursor: cursor.execute(query, (name,)).fetchone())
         return None if row is None else Experiment.model_validate_json(row[0])
 
     def save(self, name: str, actor: str, change: Change) -> tuple[Experiment, bool]:
@@ -118,9 +123,7 @@ class ExperimentStore:
             f"SELECT id, experiment, action, actor, at, before_config, after_config "
             f"FROM {self.prefix}experiment_audit WHERE experiment = ? ORDER BY id LIMIT ?"
         )
-        with self.db.read() as cursor:
-            cursor.execute(self.db.sql(query), (name, limit))
-            rows = cursor.fetchall()
+        rows = self.db.query(lambda cursor: cursor.execute(self.db.sql(query), (name, limit)).fetchall())
         return [
             AuditEntry(
                 id=row[0],
@@ -136,9 +139,18 @@ class ExperimentStore:
 
     def generations(self) -> dict[str, int]:
         """The change counters (``experiments``, ``models``): cheap enough to poll twice a second."""
-        with self.db.read() as cursor:
-            cursor.execute(f"SELECT key, value FROM {self.prefix}service_state")
-            return {str(row[0]): int(row[1]) for row in cursor.fetchall()}
+        query = f"SELECT key, value FROM {self.prefix}service_state"
+        rows = self.db.query(lambda cursor: cursor.execute(query).fetchall())
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def check_writable(self) -> None:
+        """Commit a one-row write (the readiness check).
+
+        Raises:
+            StoreUnavailableError: the database cannot be written now.
+        """
+        with self.db.transaction() as cursor:
+            cursor.execute(f"UPDATE {self.prefix}health SET checks = checks + 1 WHERE id = 1")
 
     def bump(self, key: str) -> None:
         """Increase a change counter (``models``: ask every worker to reload)."""

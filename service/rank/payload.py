@@ -8,21 +8,22 @@ slow path, which alone decides what is wrong and says so: orjson parses, and the
 columns (``set(map(type, column))``, numpy) instead of a pydantic model per candidate, which would
 cost more than the model itself at a thousand candidates. Every failure is a ``RequestError`` naming
 the field path and the reason.
-Bodies orjson refuses are parsed again by the standard library only to find a NaN, an Infinity or an
-out-of-range number and name its field; anything else is malformed JSON (400).
+Bodies orjson refuses are parsed again by the standard library only to find a NaN, an Infinity, an
+out-of-range number or a lone surrogate and name its field; anything else is malformed JSON (400)
+(``service.jsonbody``). Strings the database cannot store (NUL, lone surrogates) are refused with a
+422 naming the field, so both stores accept the same requests.
 
 The fast path's types are chosen so that it never accepts what the slow path refuses, nor reads a
 value differently (``tests/service/test_payload_paths.py`` checks this on generated and damaged bodies):
 integers outside int64 (which orjson reads as floats or refuses), feature values other than JSON
 scalars or lists of them (which only the encoder may refuse) and unknown keys (msgspec would skip their
-values unchecked, where orjson refuses bad UTF-8 or 1e400) leave it for the slow path.
+values unchecked, where orjson refuses bad UTF-8 or 1e400) leave it for the slow path, and so does any
+body holding the escape ``\\u0000`` (msgspec decodes a NUL; the slow path refuses it).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -31,11 +32,11 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from service.errors import Loc, RequestError
 from service.experiments.models import Objective
-from service.rank.contract import INT64_MIN, MAX_ID_LENGTH, RankRequestBody
+from service.jsonbody import NUL_ESCAPE, load_json
+from service.rank.contract import MAX_ID_LENGTH, RankRequestBody
 
 _NONE = type(None)
 _OBJECTIVES = {o.value: o for o in Objective}
@@ -78,6 +79,8 @@ def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
 def _fast_path(body: bytes, max_candidates: int) -> RankRequest | None:
     """The request, when msgspec decodes ``body`` into ``RankRequestBody`` and every other check passes;
     else None."""
+    if NUL_ESCAPE in body:
+        return None
     try:
         data = _DECODER.decode(body)
     except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError, bad UTF-8, deep nesting
@@ -125,51 +128,6 @@ def _slow_path(body: bytes, max_candidates: int) -> RankRequest:
         top_k=_top_k(data.get("top_k")),
         experiment=_identifier(data.get("experiment"), ("body", "experiment"), required=False),
     )
-
-
-def load_json(body: bytes) -> Any:
-    """orjson, or for what orjson refuses the standard library, which locates NaN, Infinity, 1e999
-    and out-of-range integers (422 naming the field); anything else is malformed JSON (400)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        reason = str(error)
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise RequestError.at(("body",), f"malformed JSON: {reason}", "json_invalid", 400) from None
-    for loc, finite in _oddities(data, ("body",)):
-        if finite:
-            msg = "must be a finite number (NaN, Infinity and out-of-range numbers are not allowed)"
-            raise RequestError.at(loc, msg, "finite_number")
-        raise RequestError.at(("body",), f"malformed JSON: {reason}", "json_invalid", 400)
-    return data
-
-
-def _oddities(value: Any, loc: Loc) -> Iterator[tuple[Loc, bool]]:
-    """Where ``value`` holds a number orjson cannot hold (True) or an unencodable string (False)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        yield loc, True
-    elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value < 2**64:
-        yield loc, True
-    elif isinstance(value, str) and not _encodable(value):
-        yield loc, False
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not _encodable(key):
-                yield loc, False
-            yield from _oddities(item, (*loc, str(key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _oddities(item, (*loc, index))
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _column(candidates: list[dict[str, Any]], key: str) -> list[Any]:

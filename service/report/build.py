@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -28,6 +28,8 @@ SIGNIFICANCE = 0.05
 EPOCH = date(1970, 1, 1)
 LAST_DAY = 2_932_896  # 9999-12-31
 CUPED_LOOKBACK_DAYS = 14  # GrowthBook's default pre-period
+# (store, experiment, first day, last day, CUPED lookback days) -> the (arm, day) rows
+ArmDayReader = Callable[[ReportStore, str, int, int, int], list[ArmDay]]
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,18 @@ def build_report(
     end: date | None = None,
     now: datetime | None = None,
     options: AnalysisOptions | None = None,
+    read: ArmDayReader = read_arm_days,
 ) -> ExperimentReport:
-    """The report of ``experiment`` over the UTC days ``start`` to ``end`` (inclusive, None = open)."""
+    """The report of ``experiment`` over the UTC days ``start`` to ``end`` (inclusive, None = open).
+
+    ``read`` gives the per (arm, day) rows; another reader than the store's is for benchmarks.
+    """
     if start is not None and end is not None and start > end:
         raise ValueError(f"start {start} is after end {end}")
     options = options or AnalysisOptions()
     first = 0 if start is None else day_number(start)
     last = LAST_DAY if end is None else day_number(end)
-    rows = read_arm_days(source, experiment.name, first, last, options.cuped_lookback_days)
+    rows = read(source, experiment.name, first, last, options.cuped_lookback_days)
     histories = accumulate(rows)
     overall = {arm: history.moments[-1] for arm, history in histories.items()}
     arms = list(experiment.weights) + sorted(set(overall) - set(experiment.weights))

@@ -1,77 +1,48 @@
-"""The report's one query: per (arm, day) sums from which every figure of the report is computed.
+"""The report's per (arm, day) sums, from which every figure of the report is computed.
 
 The unit is the user of an arm. For user u, let I and D be the impressions and downloads since the
 window's start (cumulative: as of a day), and Ip, Dp the impressions and downloads of the CUPED
 pre-period: the ``lookback`` days before the user's first day in the experiment, over the whole event
 store (any experiment), so nothing the experiment changed leaks into the covariate. Users without
-events in their pre-period get Ip = Dp = 0 (they stay in the analysis; see README: CUPED).
+events in their pre-period get Ip = Dp = 0 (they stay in the analysis; see README: CUPED). Downloads
+count only with an impression of the same (request, app) (``userdays``: the download rule).
 
-Sums of squares of cumulative counts do not add over days, so the query returns, per (arm, day), the
-change that day brings to every sum: a user whose cumulative impressions go from c - i to c adds
-c^2 - (c - i)^2 to sum I^2; a user seen for the first time adds 1 to n and their pre-period terms
-(a user-day row exists only with an event in it, so the first row is the one whose cumulative counts
-equal its own). ``accumulate`` adds the changes up day by day (O(arms x days) in Python); the SQL does
-the O(user-days) work with one running sum per user (a window function, in primary-key order: no
-sort) and joins each user's pre-period once. The join orders are spelled out for SQLite's planner
-(``CROSS JOIN`` keeps the big table outside and the small per-user side behind an automatic index;
-``MATERIALIZED`` lets it index the CTEs); PostgreSQL plans them as ordinary hash joins.
+Sums of squares of cumulative counts do not add over days, so each (arm, day) row holds the change
+that day brings to every sum: a user whose cumulative impressions go from c - i to c adds
+c^2 - (c - i)^2 to sum I^2; a user seen for the first time adds 1 to n and their pre-period terms.
+``accumulate`` adds the changes up day by day (O(arms x days) in Python). The O(user-days) work is
+numpy over the per-user-day rows read once in (arm, user, day) order (``userdays``): running sums
+per user restarted at each user, then one weighted bincount per sum. (A SQL window function doing the
+same running sums was the report's cost on SQLite: it sorts and materialises every user-day.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from service.db import Database
 from service.report.stats import UserSums
+from service.report.userdays import (
+    IntArray,
+    OrphanKey,
+    PrePeriod,
+    UserDays,
+    orphan_downloads,
+    pre_period,
+    read_user_days,
+    snapshot,
+    without_orphans,
+)
 
 FloatArray = npt.NDArray[np.float64]
 VARIABLES = ("d", "i", "dp", "ip")  # downloads, impressions, pre-period downloads, pre-period impressions
 DL, IMP, PRE_DL, PRE_IMP = range(4)  # indices into VARIABLES
-_PAIRS = [(a, b) for a in range(4) for b in range(a, 4)]
-
-_REPORT_SUMS = """
-WITH exposed AS MATERIALIZED (
-    SELECT user_id, MIN(first_day) AS first_day FROM (
-        SELECT arm, user_id, MIN(day) AS first_day FROM {p}event_user_days WHERE experiment = ?
-        GROUP BY arm, user_id
-    ) AS per_arm
-    GROUP BY user_id
-),
-pre AS MATERIALIZED (
-    SELECT u.user_id, SUM(u.impressions) AS ip, SUM(u.downloads) AS dp
-    FROM {p}event_user_days AS u CROSS JOIN exposed AS x
-    WHERE x.user_id = u.user_id AND u.day >= x.first_day - ? AND u.day < x.first_day
-    GROUP BY u.user_id
-),
-running AS (
-    SELECT e.arm, e.day, e.impressions AS i, e.downloads AS d,
-           SUM(e.impressions) OVER w AS ci, SUM(e.downloads) OVER w AS cd,
-           CASE WHEN p.user_id IS NULL THEN 0 ELSE 1 END AS has_pre,
-           COALESCE(p.ip, 0) AS ip, COALESCE(p.dp, 0) AS dp
-    FROM {p}event_user_days AS e LEFT JOIN pre AS p ON p.user_id = e.user_id
-    WHERE e.experiment = ? AND e.day >= ? AND e.day <= ?
-    WINDOW w AS (PARTITION BY e.arm, e.user_id ORDER BY e.day ROWS UNBOUNDED PRECEDING)
-),
-flagged AS (
-    SELECT running.*, CASE WHEN ci = i AND cd = d THEN 1 ELSE 0 END AS is_first FROM running
-)
-SELECT arm, day,
-       COUNT(*), SUM(i), SUM(d), SUM(i * i), SUM(d * d), SUM(i * d),
-       SUM(is_first), SUM(is_first * has_pre),
-       SUM(d), SUM(i), SUM(is_first * dp), SUM(is_first * ip),
-       SUM(cd * cd - (cd - d) * (cd - d)), SUM(cd * ci - (cd - d) * (ci - i)),
-       SUM(d * dp), SUM(d * ip),
-       SUM(ci * ci - (ci - i) * (ci - i)), SUM(i * dp), SUM(i * ip),
-       SUM(is_first * dp * dp), SUM(is_first * dp * ip), SUM(is_first * ip * ip)
-FROM flagged
-GROUP BY arm, day
-ORDER BY arm, day
-"""
+PAIRS = [(a, b) for a in range(4) for b in range(a, 4)]
 
 
 @dataclass(frozen=True)
@@ -170,23 +141,75 @@ def read_arm_days(
     store: ReportStore, experiment: str, first_day: int, last_day: int, lookback_days: int
 ) -> list[ArmDay]:
     """The (arm, day) rows of ``experiment`` for days in [first_day, last_day]."""
-    query = _REPORT_SUMS.format(p=store.prefix)
-    params = (experiment, lookback_days, experiment, first_day, last_day)
-    with store.db.read() as cursor:
-        cursor.execute(store.db.sql(query), params)
-        rows = cursor.fetchall()
-    return [_arm_day(row) for row in rows]
+    db, prefix = store.db, store.prefix
+    with snapshot(db) as cursor:
+        rows = read_user_days(db, cursor, prefix, experiment)
+        orphans: dict[OrphanKey, int] = {}
+        if rows.day.size:  # the pre-period lies within lookback_days before the first day
+            low = int(rows.day.min()) - lookback_days
+            orphans = orphan_downloads(db, cursor, prefix, low, int(rows.day.max()))
+            rows = without_orphans(rows, experiment, orphans)
+        pre = pre_period(db, cursor, prefix, experiment, rows, lookback_days, orphans)
+    return arm_days(rows, pre, first_day, last_day)
 
 
-def _arm_day(row: Sequence[Any]) -> ArmDay:
-    arm, day, *numbers = row
-    values = [float(0 if v is None else v) for v in numbers]
+def arm_days(rows: UserDays, pre: PrePeriod, first_day: int, last_day: int) -> list[ArmDay]:
+    """Per (arm, day) of the window, that day's own sums and the change it brings to the moments.
+
+    Every term is a sum of integers (exact in float64 below 2**53), over the window's rows in (arm, user,
+    day) order: a user's running totals are a cumulative sum restarted at each user's first row, and
+    the first-seen and pre-period terms sum over those first rows only.
+    """
+    inside = (rows.day >= first_day) & (rows.day <= last_day)
+    group, day = rows.group[inside], rows.day[inside]
+    if not group.size:
+        return []
+    i, d = rows.impressions[inside].astype(np.float64), rows.downloads[inside].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ci, cd = _running(i, starts), _running(d, starts)
+    names = sorted(set(rows.arms))
+    arm_code = np.searchsorted(np.asarray(names, dtype=object), np.asarray(rows.arms, dtype=object))
+    low, span = int(day.min()), int(day.max()) - int(day.min()) + 1
+    key = arm_code[group] * span + (day - low)
+    size = len(names) * span
+
+    def total(weights: FloatArray | None, where: IntArray | None = None) -> FloatArray:
+        keys = key if where is None else key[where]
+        return np.bincount(keys, weights=weights, minlength=size).astype(np.float64)
+
+    first = group[starts]  # each user's first row in the window: n and the pre-period terms
+    ip, dp = pre.impressions[first].astype(np.float64), pre.downloads[first].astype(np.float64)
+    ip_all, dp_all = pre.impressions[group].astype(np.float64), pre.downloads[group].astype(np.float64)
+    s_i, s_d = total(i), total(d)
+    sums = [total(None), s_i, s_d, total(i * i), total(d * d), total(i * d)]
+    sums += [total(None, starts), total(pre.has_history[first].astype(np.float64), starts)]
+    sums += [s_d, s_i, total(dp, starts), total(ip, starts)]
+    sums += [total(d * (2 * cd - d)), total(ci * d + cd * i - i * d), total(d * dp_all), total(d * ip_all)]
+    sums += [total(i * (2 * ci - i)), total(i * dp_all), total(i * ip_all)]
+    sums += [total(dp * dp, starts), total(dp * ip, starts), total(ip * ip, starts)]
+    table = np.stack(sums)
+    present = np.flatnonzero(table[0] > 0)
+    return [
+        _arm_day(names[int(k) // span], low + int(k) % span, table[:, k].tolist()) for k in present.tolist()
+    ]
+
+
+def _running(values: FloatArray, starts: IntArray) -> FloatArray:
+    """Cumulative sums of ``values`` restarted at each of ``starts`` (the first rows of the groups)."""
+    cumulative = np.cumsum(values)
+    before = cumulative[starts] - values[starts]
+    lengths = np.diff(np.r_[starts, values.size])
+    running: FloatArray = cumulative - np.repeat(before, lengths)
+    return running
+
+
+def _arm_day(arm: str, day: int, values: Sequence[float]) -> ArmDay:
     own = DaySums(int(values[0]), *values[1:6])
     s = np.asarray(values[8:12])
     q = np.zeros((4, 4))
-    for (a, b), value in zip(_PAIRS, values[12:], strict=True):
+    for (a, b), value in zip(PAIRS, values[12:], strict=True):
         q[a, b] = q[b, a] = value
-    return ArmDay(str(arm), int(day), own, Moments(int(values[6]), int(values[7]), s, q))
+    return ArmDay(arm, day, own, Moments(int(values[6]), int(values[7]), s, q))
 
 
 def accumulate(rows: Iterable[ArmDay]) -> dict[str, ArmHistory]:

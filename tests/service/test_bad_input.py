@@ -209,9 +209,16 @@ CASES: list[tuple[str, bytes, int, list[Any], str]] = [
     (
         "lone surrogate",
         b'{"user_id": "\\ud800", "candidates": [{"app_id": "a"}]}',
-        400,
-        ["body"],
-        "malformed JSON",
+        422,
+        ["body", "user_id"],
+        "lone surrogates",
+    ),
+    (
+        "NUL in a feature value",
+        b'{"user_id": "u", "candidates": [{"app_id": "a", "features": {"k": "a\\u0000"}}]}',
+        422,
+        ["body", "candidates", 0, "features", "k"],
+        "NUL characters",
     ),
 ]
 

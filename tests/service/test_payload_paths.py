@@ -204,3 +204,40 @@ def test_typical_bodies_take_the_fast_path() -> None:
     assert fast.bids is not None and fast.bids[0] == 1.5 and np.isnan(fast.bids[1:]).all()
     assert fast.features[2] == {} and fast.user == {"age": 31}
     same(parse_rank_request(orjson.dumps(body), LIMIT), fast)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"user_id":"bad\\u0000user","candidates":[{"app_id":"a"}]}', ("body", "user_id")),
+        (
+            b'{"user_id":"u","candidates":[{"app_id":"a"},{"app_id":"\\u0000"}]}',
+            ("body", "candidates", 1, "app_id"),
+        ),
+        (
+            b'{"user_id":"u","candidates":[{"app_id":"a","features":{"k":["x","\\u0000"]}}]}',
+            ("body", "candidates", 0, "features", "k", 1),
+        ),
+        (
+            b'{"user_id":"u","context":{"k\\u0000":1},"candidates":[{"app_id":"a"}]}',
+            ("body", "context", "k\\x00"),
+        ),
+        (b'{"user_id":"u","user":{"k":"\\ud800"},"candidates":[{"app_id":"a"}]}', ("body", "user", "k")),
+        (b'{"user_id":"u","experiment":"e\\udfff","candidates":[{"app_id":"a"}]}', ("body", "experiment")),
+    ],
+)
+def test_strings_no_store_can_hold_are_refused_naming_the_field(body: bytes, loc: tuple[Any, ...]) -> None:
+    """Issue 16, case 2: NUL characters and lone surrogates are refused with a 422 at their field; the
+    fast path hands such bodies over (msgspec decodes a NUL) and the slow path names the field."""
+    assert check(body) is None
+    with pytest.raises(RequestError) as caught:
+        _slow_path(body, LIMIT)
+    assert caught.value.status == 422
+    assert caught.value.issues[0].loc == loc
+    assert caught.value.issues[0].type == "string_unstorable"
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    """Issue 16, case 2: the text ``\\u0000`` (an escaped backslash, then ``u0000``) is storable."""
+    body = b'{"user_id":"u\\\\u0000","candidates":[{"app_id":"a"}]}'
+    assert _slow_path(body, LIMIT).user_id == "u\\u0000"
