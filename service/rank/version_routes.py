@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from model.versions import VersionError
 from service.admin import require_admin
 from service.errors import ADMIN_ERRORS, ERRORS, FieldIssue, RequestError, documented
+from service.experiments.models import valid_name
+from service.jsonbody import load_json
 from service.rank.model_admin import ModelAdmin, ModelAuditEntry, UnknownModelError
 from service.rank.model_routes import ModelInfo, loaded_models
 from service.state import ServiceState, get_state
@@ -60,9 +62,9 @@ def model_admin(state: ServiceState) -> ModelAdmin:
 
 
 async def _body(request: Request, kind: type[_Body]) -> _Body:
-    raw = await request.body()
+    data = load_json(await request.body() or b"{}")  # 400 malformed; 422 NUL, lone surrogates
     try:
-        return kind.model_validate_json(raw or b"{}")
+        return kind.model_validate(data, strict=True)
     except ValidationError as error:
         issues = [FieldIssue(("body", *e["loc"]), e["msg"], e["type"]) for e in error.errors()]
         raise RequestError(422, issues) from None
@@ -122,5 +124,7 @@ async def rollback(
 
 @router.get("/{name}/audit", response_model=list[ModelAuditEntry])
 async def audit(name: str, state: Annotated[ServiceState, Depends(get_state)]) -> list[ModelAuditEntry]:
-    """The version changes of model ``name``, oldest first."""
+    """The version changes of model ``name``, oldest first (404 for a name no model can have)."""
+    if not valid_name(name):
+        raise RequestError.at(("path", "name"), f"no model named {name!r}", "not_found", status=404)
     return await asyncio.to_thread(model_admin(state).audit, name)

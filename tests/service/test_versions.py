@@ -143,6 +143,9 @@ def test_promote_and_rollback_are_audited_and_serve_at_once(
         ("/models/lr/promote", {}, ADMIN, 422, ["body", "version"]),
         ("/models/lr/promote", {"version": V2, "x": 1}, ADMIN, 422, ["body", "x"]),
         ("/models/lr2/rollback", {}, ADMIN, 422, ["body", "version"]),  # one version: nothing before it
+        ("/models/lr/promote", {"version": "a\u0000b"}, ADMIN, 422, ["body", "version"]),
+        ("/models/lr/promote", {"version": 3}, ADMIN, 422, ["body", "version"]),
+        ("/models/l%00r/promote", {"version": V2}, ADMIN, 404, ["path", "name"]),
     ],
 )
 def test_bad_version_changes_are_4xx_in_the_one_shape(
@@ -160,6 +163,11 @@ def test_bad_version_changes_are_4xx_in_the_one_shape(
     assert response.status_code == status, response.text
     assert response.json()["detail"][0]["loc"] == loc
     assert current_version(models_dir / "lr") == V2
+
+
+def test_the_audit_of_an_impossible_name_is_a_404(client: TestClient) -> None:
+    response = client.get("/models/l%00r/audit")
+    assert response.status_code == 404 and response.json()["detail"][0]["loc"] == ["path", "name"]
 
 
 def test_a_current_pointer_to_a_broken_version_keeps_the_old_one_serving(
