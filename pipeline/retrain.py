@@ -1,11 +1,12 @@
 """``apprank retrain``: export the window, train warm, evaluate both versions, gate, publish, reload.
 
-Every run works in ``models/.retrain/NAME-LASTDAY/`` (hidden: no reload takes it for a model, and on
-the models volume, so publishing is one rename) and records each finished step in ``state.json``. A run
-killed at any point is resumed by running it again: finished steps are skipped, a half-written export
-is redone, the candidate bundle appears only complete (``train_bundle`` writes it aside and renames it),
-and the publish step is recognised as done when the candidate's version exists already. So a window is
-published at most once, and the serving version is untouched until the gate has passed.
+Every run works in ``models/.retrain/NAME-FIRST-HOLDOUT-LAST/`` (its window's days; hidden: no reload
+takes it for a model; on the models volume, so publishing is one rename) and records each finished step
+in ``state.json``. A run killed at any point is resumed by running it again: finished steps are
+skipped, a half-written export is redone, the candidate bundle appears only complete (``train_bundle``
+writes it aside and renames it), and the publish step is recognised as done when the candidate's
+version exists already. So a window is published at most once, and the serving version is untouched
+until the gate has passed.
 
 Steps: ``export`` (the swappable ``Exporter``, today ``pipeline.export.export_training``), ``train``
 (warm from the serving version, ``pipeline.retrain_warm``), ``evaluate`` (the same held-out days, each
@@ -113,7 +114,10 @@ class RetrainJob:
 
     @property
     def work(self) -> Path:
-        return self.models_dir / WORK / f"{self.model}-{self.window.last_day.isoformat()}"
+        window = self.window
+        return (
+            self.models_dir / WORK / f"{self.model}-{window.first_day}-{window.holdout_day}-{window.last_day}"
+        )
 
 
 class RetrainError(RuntimeError):

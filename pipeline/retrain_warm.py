@@ -136,15 +136,9 @@ def write_warm_bundle(
 def train_config_of(serving_hyperparameters: Mapping[str, Any], changes: Mapping[str, Any]) -> TrainConfig:
     """The serving version's training configuration with ``changes`` on top (never its architecture)."""
     base = TrainConfig.model_validate(dict(serving_hyperparameters))
-    if (
-        "model" in changes
-        and changes["model"] != base.model
-        or "params" in changes
-        and changes["params"] != base.params
-    ):
-        raise ValueError(
-            "a warm start keeps the serving version's model and params; retrain cold to change them"
-        )
+    for key in ("model", "params"):
+        if key in changes and changes[key] != getattr(base, key):
+            raise ValueError(f"a warm start keeps the serving version's {key}: train cold to change it")
     data = base.model_dump(mode="python") | dict(changes)
     return TrainConfig.model_validate(data)
 
