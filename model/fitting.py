@@ -3,6 +3,10 @@
 ``EncoderFitter.update`` folds one chunk of raw columns into running statistics (token counts, sums,
 a bounded reservoir sample for quantiles); ``finish`` turns them into a ``FeatureEncoder``. Vocabularies
 are ordered by descending count, then by token, so the same data always gives the same indices.
+
+With ``vocab_cap`` the memory of fitting is bounded by the number of distinct values: a categorical
+field whose distinct values pass the cap stops being counted and is hashed into ``vocab_cap`` buckets
+instead (``hashed_fallback`` names those fields).
 """
 
 from __future__ import annotations
@@ -58,8 +62,10 @@ class _Moments:
 class EncoderFitter:
     """Accumulates statistics chunk by chunk; deterministic for a given sequence of chunks."""
 
-    def __init__(self, schema: FeatureSchema, seed: int = 0) -> None:
+    def __init__(self, schema: FeatureSchema, seed: int = 0, vocab_cap: int | None = None) -> None:
         self.schema = schema
+        self.vocab_cap = vocab_cap
+        self.hashed_fallback: set[str] = set()
         self._counts: dict[str, Counter[Any]] = {}
         self._moments: dict[str, _Moments] = {}
         self._samples: dict[str, tuple[npt.NDArray[np.float64], int]] = {}
@@ -77,10 +83,13 @@ class EncoderFitter:
                 raise ValueError(f"{spec.name}: {error}") from None
 
     def _update_field(self, spec: FeatureSpec, array: npt.NDArray[Any]) -> None:
-        if spec.kind is FeatureKind.HASHED:
+        if spec.kind is FeatureKind.HASHED or spec.name in self.hashed_fallback:
             return
         if spec.kind is FeatureKind.CATEGORICAL:
             self._count(spec.name, as_category_strings(array))
+            if self.vocab_cap is not None and len(self._counts[spec.name]) > self.vocab_cap:
+                self.hashed_fallback.add(spec.name)
+                del self._counts[spec.name]  # the counts are what the cap bounds
             return
         if spec.kind is FeatureKind.MULTI:
             self._count(spec.name, split_multi(array, spec.separator)[0])
@@ -127,6 +136,9 @@ class EncoderFitter:
         if spec.kind is FeatureKind.HASHED:
             assert spec.num_buckets is not None
             return HashedState(num_buckets=spec.num_buckets, seed=HASH_SEED)
+        if spec.name in self.hashed_fallback:
+            assert self.vocab_cap is not None
+            return HashedState(num_buckets=self.vocab_cap, seed=HASH_SEED)
         if spec.kind is FeatureKind.CATEGORICAL:
             return CategoricalState(vocabulary=[str(t) for t in self._vocabulary(spec)])
         if spec.kind is FeatureKind.MULTI:

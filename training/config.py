@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from model.nets import model_spec
 
@@ -48,6 +56,36 @@ class LRDecay(_Strict):
     min_lr: NonNegative = 1e-6
 
 
+class PrepareConfig(_Strict):
+    """How ``apprank prepare`` writes a prepared dataset (see ``training.prepared``).
+
+    Attributes:
+        row_group_rows: rows per Parquet row group, the unit ranks are assigned and shuffled by.
+        shard_rows: rows per shard file (rounded up to whole row groups).
+        compression: Parquet codec of the shards.
+        vocab_cap: a categorical field with more distinct values is hashed into this many buckets
+            (fitting memory is bounded by it); None never falls back.
+    """
+
+    row_group_rows: Annotated[int, Field(ge=1)] = 16_384
+    shard_rows: Annotated[int, Field(ge=1)] = 1_048_576
+    compression: Literal["zstd", "snappy", "lz4", "none"] = "zstd"
+    vocab_cap: Annotated[int, Field(ge=1)] | None = 1_000_000
+
+
+class StreamConfig(_Strict):
+    """How training streams a prepared dataset.
+
+    Attributes:
+        shuffle_buffer_rows: rows held for shuffling across row groups (bounded memory); 0 keeps the
+            order of the (permuted) row groups.
+        prefetch_batches: batches the background reader prepares ahead (with ``async_loading``).
+    """
+
+    shuffle_buffer_rows: Annotated[int, Field(ge=0)] = 262_144
+    prefetch_batches: Annotated[int, Field(ge=1)] = 4
+
+
 class TrainConfig(_Strict):
     """Everything ``apprank train`` needs besides the data and the output directory.
 
@@ -66,6 +104,10 @@ class TrainConfig(_Strict):
         threads: torch intra-op threads (None = all cores).
         valid_fraction / test_fraction: used when the data is a single file.
         max_rows: read at most this many training rows (quick runs).
+        memory_budget: raw input (bytes on disk) up to this size is trained on in memory; larger
+            input is prepared first into ``prepared_cache`` and streamed.
+        prepared_cache: folder of the automatically prepared datasets (one per cache key).
+        checkpoint_every: write a step checkpoint every this many steps (None: never).
     """
 
     model: str = "deepfm"
@@ -90,6 +132,11 @@ class TrainConfig(_Strict):
     test_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
     max_rows: Annotated[int, Field(ge=1)] | None = None
     chunk_rows: Annotated[int, Field(ge=1000)] = 200_000
+    prepare: PrepareConfig = PrepareConfig()
+    stream: StreamConfig = StreamConfig()
+    memory_budget: ByteSize = ByteSize(512 * 1024 * 1024)
+    prepared_cache: str = "var/cache/prepared"
+    checkpoint_every: Annotated[int, Field(ge=1)] | None = None
     version: str | None = None
     name: str | None = None
 

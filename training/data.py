@@ -60,6 +60,22 @@ class EncodedData:
         return out
 
 
+def limit_rows(chunks: Iterable[Chunk], max_rows: int | None) -> Iterator[Chunk]:
+    """The chunks, cut after ``max_rows`` rows in all (None: every row)."""
+    remaining = max_rows
+    for chunk in chunks:
+        if remaining is None:
+            yield chunk
+            continue
+        if remaining <= 0:
+            return
+        if chunk.num_rows > remaining:
+            columns = {name: values[:remaining] for name, values in chunk.columns.items()}
+            chunk = Chunk(columns, chunk.labels[:remaining], chunk.first_line)
+        remaining -= chunk.num_rows
+        yield chunk
+
+
 def _stack(
     encoded: Encoded, layout: InputLayout, rows: int
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

@@ -34,12 +34,14 @@ from model.fitting import EncoderFitter
 from model.nets import build_model, model_spec
 from model.nets.calibration import PlattScaled, fit_platt
 from model.schema import FeatureSchema
+from training.checkpoint import Checkpoint, Checkpointer, is_checkpoint_dir, load_checkpoint
 from training.config import TrainConfig, load_config
-from training.data import EncodedData, encode_chunks, split_rows
-from training.datasets import DatasetSplits, data_fingerprint, resolve_dataset
-from training.distributed import init_distributed, shutdown
+from training.data import EncodedData, encode_chunks, limit_rows, split_rows
+from training.datasets import DatasetSplits, data_fingerprint
+from training.distributed import DistContext, init_distributed, shutdown
 from training.readers.base import Chunk, Reader
-from training.trainer import History, Trainer, evaluate, predict_logits, resolve_device
+from training.sources import Streamed, open_stream, resolve_source
+from training.trainer import EvalData, History, Trainer, evaluate, logits_and_labels, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +70,12 @@ class TrainResult:
 
 
 def _limited(reader: Reader, config: TrainConfig) -> Iterator[Chunk]:
-    remaining = config.max_rows
-    for chunk in reader.chunks(config.chunk_rows):
-        if remaining is None:
-            yield chunk
-            continue
-        if remaining <= 0:
-            return
-        if chunk.num_rows > remaining:
-            columns = {name: values[:remaining] for name, values in chunk.columns.items()}
-            chunk = Chunk(columns, chunk.labels[:remaining], chunk.first_line)
-        remaining -= chunk.num_rows
-        yield chunk
+    return limit_rows(reader.chunks(config.chunk_rows), config.max_rows)
 
 
-def fit_on(schema: FeatureSchema, chunks: Iterator[Chunk]) -> FeatureEncoder:
-    """Fit an encoder in one streaming pass."""
-    fitter = EncoderFitter(schema)
+def fit_on(schema: FeatureSchema, chunks: Iterator[Chunk], vocab_cap: int | None = None) -> FeatureEncoder:
+    """Fit an encoder in one streaming pass (a vocabulary past ``vocab_cap`` falls back to hashing)."""
+    fitter = EncoderFitter(schema, vocab_cap=vocab_cap)
     for chunk in chunks:
         fitter.update(chunk.columns)
     return fitter.finish()
@@ -99,7 +90,7 @@ def prepare(
     leaks into the vocabulary.
     """
     if splits.valid is not None:
-        encoder = encoder or fit_on(splits.schema, _limited(splits.train, config))
+        encoder = encoder or fit_on(splits.schema, _limited(splits.train, config), config.prepare.vocab_cap)
         train = encode_chunks(encoder, _limited(splits.train, config))
         valid = encode_chunks(encoder, splits.valid.chunks(config.chunk_rows))
         test = (
@@ -112,7 +103,7 @@ def prepare(
     n_valid, n_test = int(rows * config.valid_fraction), int(rows * config.test_fraction)
     whole = _concat(chunks)
     train_rows = np.sort(order[n_valid + n_test :])
-    encoder = encoder or fit_on(splits.schema, iter([_take(whole, train_rows)]))
+    encoder = encoder or fit_on(splits.schema, iter([_take(whole, train_rows)]), config.prepare.vocab_cap)
     encoded = encode_chunks(encoder, [whole])
     train, valid, test = split_rows(encoded, order, n_valid, n_test)
     return encoder, Splits(train, valid, test if n_test else None)
@@ -129,7 +120,10 @@ def _take(chunk: Chunk, rows: np.ndarray) -> Chunk:
     return Chunk({name: values[rows] for name, values in chunk.columns.items()}, chunk.labels[rows], 1)
 
 
-def _export(model: nn.Module, encoder: FeatureEncoder, data: Splits, staging: Path) -> ParityReport:
+RunSplits = Splits | Streamed
+
+
+def _export(model: nn.Module, encoder: FeatureEncoder, data: RunSplits, staging: Path) -> ParityReport:
     reference = data.test if data.test is not None and len(data.test) else data.valid
     sample = reference.head(PARITY_ROWS).encoded(encoder.layout)
     export_onnx(model, encoder.layout, sample, staging / "model.onnx")
@@ -143,11 +137,14 @@ def _export(model: nn.Module, encoder: FeatureEncoder, data: Splits, staging: Pa
 
 
 def _metrics(
-    model: nn.Module, data: Splits, history: History, config: TrainConfig
+    model: nn.Module, data: RunSplits, history: History, config: TrainConfig, context: DistContext | None
 ) -> dict[str, dict[str, float]]:
-    metrics = {"valid": evaluate(model, data.valid, config.eval_batch_size)}
+    """Validation and test figures; a stream is scored by every rank and gathered (exact over all rows)."""
+    ctx = context if isinstance(data, Streamed) else None
+    prefetch = config.async_loading
+    metrics = {"valid": evaluate(model, data.valid, config.eval_batch_size, None, ctx, prefetch)}
     if data.test is not None and len(data.test):
-        metrics["test"] = evaluate(model, data.test, config.eval_batch_size)
+        metrics["test"] = evaluate(model, data.test, config.eval_batch_size, None, ctx, prefetch)
     metrics["training"] = {
         "epochs": float(len(history.epochs)),
         "best_epoch": float(history.best_epoch),
@@ -155,6 +152,7 @@ def _metrics(
         "train_samples_per_s": history.samples_per_s,
         "train_rows": float(len(data.train)),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "streamed": float(isinstance(data, Streamed)),
     }
     if isinstance(model, PlattScaled):
         metrics["training"] |= {"platt_scale": float(model.scale), "platt_shift": float(model.shift)}
@@ -166,8 +164,9 @@ FNN_PRETRAIN_SHARED = ("epochs", "batch_size", "eval_batch_size", "precision", "
 
 
 def _initialise_from_fm(
-    model: nn.Module, layout: InputLayout, data: Splits, config: TrainConfig, console: Console | None
-) -> None:
+    model: nn.Module, layout: InputLayout, data: RunSplits, config: TrainConfig, console: Console | None,
+    context: DistContext | None = None,
+) -> None:  # fmt: skip
     """FNN: train an FM with the same embedding size, then start from its latent vectors and weights."""
     dim = model.get_parameter("embedding.table.weight").shape[1]
     fm_config = load_config(None, [f"embedding_dim={dim}", f"seed={config.seed}"], model="fm")
@@ -175,16 +174,21 @@ def _initialise_from_fm(
     fm_config = fm_config.model_copy(update={key: getattr(config, key) for key in FNN_PRETRAIN_SHARED})
     log.info("FNN: pre-training an FM (embedding %d) to initialise the embedding", dim)
     fm = build_model("fm", layout, fm_config.params)
-    Trainer(fm, fm_config, console).fit(data.train, data.valid)
+    Trainer(fm, fm_config, console, context).fit(data.train, data.valid)
     with torch.no_grad():
         model.get_parameter("embedding.table.weight").copy_(fm.get_parameter("embedding.table.weight"))
 
 
-def _calibrated(model: nn.Module, valid: EncodedData, config: TrainConfig) -> nn.Module:
+def _calibrated(
+    model: nn.Module, valid: EvalData, config: TrainConfig, context: DistContext | None = None
+) -> nn.Module:
     """The model with Platt scaling fitted on the validation split (or the model itself)."""
     if not config.calibrate:
         return model
-    scale, shift = fit_platt(predict_logits(model, valid, config.eval_batch_size), valid.labels)
+    logits, labels = logits_and_labels(
+        model, valid, config.eval_batch_size, None, context, config.async_loading
+    )
+    scale, shift = fit_platt(logits, labels)
     log.info("calibration (Platt scaling on the validation split): logit * %.4f %+.4f", scale, shift)
     return PlattScaled(model, scale, shift)
 
@@ -193,6 +197,54 @@ def _resume(path: Path) -> tuple[FeatureEncoder, dict[str, Any]]:
     bundle = read_bundle(path)
     state = torch.load(bundle.path / WEIGHTS, map_location="cpu", weights_only=True)
     return bundle.encoder, state
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The run's rows (in memory or streamed) with their encoder, schema and fingerprint."""
+
+    rows: RunSplits
+    encoder: FeatureEncoder
+    schema: FeatureSchema
+    fingerprint: str
+
+
+def _load_data(
+    data_path: Path, schema: FeatureSchema | None, config: TrainConfig, context: DistContext | None,
+    console: Console | None, warm: FeatureEncoder | None,
+) -> _Data:  # fmt: skip
+    started = time.perf_counter()
+    splits, prepared = resolve_source(data_path, schema, config, context, console, warm)
+    if prepared is not None:
+        pin = resolve_device(config.device).type == "cuda"
+        stream = open_stream(prepared, config, context, pin_memory=pin)
+        if warm is not None and warm.state_dict() != stream.encoder.state_dict():
+            raise ValueError(f"{data_path}: prepared with another encoder than the bundle resumed from")
+        log.info("data: %s (streamed)", stream.description)
+        return _Data(stream, stream.encoder, stream.schema, stream.fingerprint)
+    assert splits is not None
+    log.info("data: %s", splits.description)
+    encoder, data = prepare(splits, config, warm)
+    log.info(
+        "encoded %d train / %d valid rows in %.1f s",
+        len(data.train),
+        len(data.valid),
+        time.perf_counter() - started,
+    )
+    return _Data(data, encoder, splits.schema, data_fingerprint(splits))
+
+
+def _checkpointing(
+    out: Path, config: TrainConfig, data: _Data, context: DistContext | None, resume: Path | None
+) -> tuple[Checkpointer | None, Checkpoint | None]:
+    """The run's checkpointer (when ``checkpoint_every`` is set) and the checkpoint to resume from."""
+    ignored = {"epochs", "checkpoint_every", "version", "name"}
+    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in ignored}
+    run = {"config": settings, "data": data.fingerprint, "world": context.world if context else 1}
+    folder = resume if resume is not None else out.parent / f"{out.name}.checkpoints"
+    checkpoint = load_checkpoint(resume, run) if resume is not None else None
+    every = config.checkpoint_every
+    return (Checkpointer(folder, every, run, context) if every is not None else None), checkpoint
 
 
 def train_bundle(
@@ -206,51 +258,60 @@ def train_bundle(
 ) -> TrainResult | None:
     """Train ``config.model`` on the data at ``data_path`` and write a verified bundle at ``out``.
 
-    Under torchrun every rank trains its share; only rank 0 evaluates, exports and returns a result
-    (the other ranks return None).
+    ``data_path`` is raw input (in memory within ``memory_budget``, else prepared and streamed) or a
+    prepared dataset (streamed). ``resume`` is a bundle to warm-start from, or a step-checkpoint
+    folder (``<out>.checkpoints``) to continue an interrupted run exactly. Under torchrun every rank
+    trains its share; only rank 0 exports and returns a result (the other ranks return None).
 
     Raises:
         ExportError: ONNX Runtime disagrees with PyTorch beyond the tolerance (nothing is written).
     """
-    started = time.perf_counter()
     context = init_distributed(resolve_device(config.device))
-    splits = resolve_dataset(data_path, schema, seed=config.seed)
-    log.info("data: %s", splits.description)
-    encoder, state = _resume(resume) if resume is not None else (None, None)
-    encoder, data = prepare(splits, config, encoder)
-    log.info(
-        "encoded %d train / %d valid rows in %.1f s",
-        len(data.train),
-        len(data.valid),
-        time.perf_counter() - started,
-    )
+    continuing = resume is not None and is_checkpoint_dir(resume)
+    encoder, state = _resume(resume) if resume is not None and not continuing else (None, None)
+    data = _load_data(data_path, schema, config, context, console, encoder)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, encoder.layout, config.params)
+    model = build_model(config.model, data.encoder.layout, config.params)
     if state is not None:
         model.load_state_dict(state)
-    elif model_spec(config.model).pretrain == "fm":
-        _initialise_from_fm(model, encoder.layout, data, config, console)
-    history = Trainer(model, config, console, context).fit(data.train, data.valid)
-    shutdown(context)
-    if context is not None and not context.is_main:
-        return None
-    served = _calibrated(model, data.valid, config)
-    metrics = _metrics(served, data, history, config)
+    elif model_spec(config.model).pretrain == "fm" and not continuing:
+        _initialise_from_fm(model, data.encoder.layout, data.rows, config, console, context)
+    checkpoints, checkpoint = _checkpointing(out, config, data, context, resume if continuing else None)
+    trainer = Trainer(model, config, console, context)
+    history = trainer.fit(data.rows.train, data.rows.valid, checkpoints=checkpoints, resume=checkpoint)
+    streamed = isinstance(data.rows, Streamed)
+    if not streamed:
+        shutdown(context)
+        if context is not None and not context.is_main:
+            return None
+    served = _calibrated(model, data.rows.valid, config, context if streamed else None)
+    metrics = _metrics(served, data.rows, history, config, context)
+    if streamed:
+        shutdown(context)
+        if context is not None and not context.is_main:
+            return None
+    result = _finish(served, model, data, config, metrics, out)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints.folder, ignore_errors=True)  # the run is complete: nothing to resume
+    return TrainResult(result, read_manifest(result), history, metrics)
+
+
+def _finish(
+    served: nn.Module, model: nn.Module, data: _Data, config: TrainConfig,
+    metrics: dict[str, dict[str, float]], out: Path,
+) -> Path:  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        bundle = _write(served, model, encoder, data, splits, config, metrics, out, staging)
+        return _write(served, model, data, config, metrics, out, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when the bundle was written
-    return TrainResult(bundle, read_manifest(bundle), history, metrics)
 
 
 def _write(
     served: nn.Module,
     model: nn.Module,
-    encoder: FeatureEncoder,
-    data: Splits,
-    splits: DatasetSplits,
+    data: _Data,
     config: TrainConfig,
     metrics: dict[str, dict[str, float]],
     out: Path,
@@ -258,23 +319,23 @@ def _write(
 ) -> Path:
     """Export the served model, check parity, keep the raw model's weights, move the bundle into place."""
     served.cpu()
-    parity = _export(served, encoder, data, staging)
+    parity = _export(served, data.encoder, data.rows, staging)
     torch.save(model.state_dict(), staging / WEIGHTS)
     manifest = Manifest(
         name=config.name or out.name,
         model=config.model,
         version=config.version or new_version(),
         created_at=datetime.now(UTC),
-        schema_hash=splits.schema.content_hash(),
-        data_fingerprint=data_fingerprint(splits),
+        schema_hash=data.schema.content_hash(),
+        data_fingerprint=data.fingerprint,
         onnx_sha256=sha256_file(staging / "model.onnx"),
         opset=OPSET,
-        inputs=[f.name for f in encoder.layout.fields],
+        inputs=[f.name for f in data.encoder.layout.fields],
         parity=parity,
         metrics=metrics,
         hyperparameters=config.model_dump(mode="json"),
     )
-    return write_bundle(out, manifest, splits.schema, encoder, staging)
+    return write_bundle(out, manifest, data.schema, data.encoder, staging)
 
 
 def describe(result: TrainResult) -> list[tuple[str, str]]:

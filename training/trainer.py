@@ -11,22 +11,27 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import Tensor, nn
+from torch.nn import functional
 
 from model.nets.blocks import FieldEmbedding, ModelBatch
+from training.checkpoint import Checkpoint, Checkpointer, LoopState
 from training.config import TrainConfig
 from training.data import EncodedData, batches, maybe_prefetch
-from training.distributed import DistContext, broadcast_from_main
+from training.distributed import DistContext, broadcast_from_main, gather_concat
 from training.metrics import evaluate_predictions
 from training.optim import FTRL
+from training.prepared.loader import StepBatch, StreamEval, StreamTrain
+from training.prepared.progress import row_progress
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,20 @@ class History:
     @property
     def samples_per_s(self) -> float:
         return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        if not data:
+            return cls()
+        epochs = [EpochLog(**entry) for entry in data["epochs"]]
+        return cls(epochs, data["best_epoch"], data["best_auc"], data["train_seconds"], data["train_samples"])
+
+
+TrainData = EncodedData | StreamTrain
+EvalData = EncodedData | StreamEval
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -115,11 +134,35 @@ def predict(
     return torch.sigmoid(predict_logits(model, data, batch_size, device)).numpy()
 
 
+def logits_and_labels(
+    model: nn.Module, data: EvalData, batch_size: int, device: torch.device | None = None,
+    context: DistContext | None = None, prefetch: bool = False,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Logits and labels of every row (CPU). A stream is scored by every rank over its own rows and
+    gathered, so the figures are exact over all rows and identical on every rank."""
+    if isinstance(data, EncodedData):
+        return predict_logits(model, data, batch_size, device), data.labels
+    model.eval()
+    device = device or next(model.parameters()).device
+    outputs: list[Tensor] = []
+    labels: list[Tensor] = []
+    with torch.no_grad():
+        for part in maybe_prefetch(data.batches(batch_size), prefetch):
+            moved, _ = _to(ModelBatch(part.idx, part.val, part.bags), part.labels, device)
+            outputs.append(model(moved).float().cpu())
+            labels.append(part.labels)
+    local = torch.cat(outputs) if outputs else torch.zeros(0)
+    local_labels = torch.cat(labels) if labels else torch.zeros(0)
+    return gather_concat(local, context), gather_concat(local_labels, context)
+
+
 def evaluate(
-    model: nn.Module, data: EncodedData, batch_size: int, device: torch.device | None = None
-) -> dict[str, float]:
-    """AUC, logloss and calibration of ``model`` on ``data``."""
-    return evaluate_predictions(data.labels.numpy(), predict(model, data, batch_size, device))
+    model: nn.Module, data: EvalData, batch_size: int, device: torch.device | None = None,
+    context: DistContext | None = None, prefetch: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """AUC, logloss and calibration of ``model`` on ``data`` (in memory, or a stream split over ranks)."""
+    logits, labels = logits_and_labels(model, data, batch_size, device, context, prefetch)
+    return evaluate_predictions(labels.numpy(), torch.sigmoid(logits).numpy())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -146,7 +189,9 @@ class Trainer:
     With a ``DistContext`` the model is wrapped in DistributedDataParallel, each rank trains on its
     slice of every global batch, and rank 0's validation figures drive every rank's decisions.
     ``on_epoch`` sees every epoch's log after validation; an exception it raises ends ``fit`` (a
-    hyper-parameter search prunes a trial that way).
+    hyper-parameter search prunes a trial that way). ``on_step`` sees the global step number after
+    each step. The data is in memory (``EncodedData``) or a prepared dataset streamed per rank
+    (``StreamTrain`` / ``StreamEval``).
     """
 
     def __init__(
@@ -156,8 +201,11 @@ class Trainer:
         console: Console | None = None,
         context: DistContext | None = None,
         on_epoch: Callable[[EpochLog], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
         self.on_epoch = on_epoch
+        self.on_step = on_step
+        self.best_state: dict[str, Any] | None = None
         self.model = model
         self.config = config
         self.console = console or Console(stderr=True)
@@ -168,7 +216,6 @@ class Trainer:
         if context is not None:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-            torch.manual_seed(config.seed + context.rank)  # distinct dropout masks per rank
         self.optimizer = make_optimizer(model, config, world=context.world if context else 1)
         self.loss = nn.BCEWithLogitsLoss()
         # The scheduler counts a stalled epoch exactly as early stopping does (same min_delta), and
@@ -190,86 +237,168 @@ class Trainer:
             else None
         )
 
-    def _step(self, batch: ModelBatch, labels: Tensor) -> Tensor:
+    def _step(self, step: StepBatch) -> Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                logits = self.network(batch)
-            loss: Tensor = self.loss(logits.float(), labels)
+                logits = self.network(step.batch).float()
         else:
-            loss = self.loss(self.network(batch), labels)
+            logits = self.network(step.batch)
+        loss = self._loss(logits, step)
         loss.backward()  # type: ignore[no-untyped-call]
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return loss.detach()
 
+    def _loss(self, logits: Tensor, step: StepBatch) -> Tensor:
+        """The mean over the step's rows; a stream's is taken over the real rows of every rank (DDP
+        averages gradients over ranks, hence the factor ``world``)."""
+        if step.step_rows < 0:
+            loss: Tensor = self.loss(logits, step.labels)
+            return loss
+        per_row = functional.binary_cross_entropy_with_logits(logits, step.labels, reduction="none")
+        if step.mask is not None:
+            per_row = per_row * step.mask.to(per_row.device)
+        world = self.context.world if self.context is not None else 1
+        return per_row.sum() * (world / step.step_rows)
+
     def _batches(self, data: EncodedData, generator: torch.Generator) -> Iterator[tuple[ModelBatch, Tensor]]:
         source = batches(data, self.config.batch_size, shuffle=True, generator=generator)
         if self.context is None:
-            yield from (_to(batch, labels, self.device) for batch, labels in source)
+            yield from source
             return
         rank, world = self.context.rank, self.context.world
         for batch, labels in source:
             if labels.shape[0] < world:
                 continue  # every rank must take the same number of steps
             part = torch.arange(labels.shape[0]).tensor_split(world)[rank]
-            shard = ModelBatch(batch.idx[part], batch.val[part], tuple(b[part] for b in batch.bags))
-            yield _to(shard, labels[part], self.device)
+            yield (
+                ModelBatch(batch.idx[part], batch.val[part], tuple(b[part] for b in batch.bags)),
+                labels[part],
+            )
 
-    def _train_epoch(self, data: EncodedData, generator: torch.Generator, progress: Progress) -> float:
+    def _inputs(self, data: TrainData, generator: torch.Generator, loop: LoopState) -> Iterator[StepBatch]:
+        """The epoch's step inputs on this process's device, from step ``loop.step`` on."""
+        if isinstance(data, StreamTrain):
+            source: Iterator[StepBatch] = data.epoch(loop.epoch, skip=loop.step)
+        else:
+            pairs = islice(self._batches(data, generator), loop.step, None)
+            source = (StepBatch(b, y, None, -1) for b, y in pairs)
+        for step in source:
+            batch, labels = _to(step.batch, step.labels, self.device)
+            yield StepBatch(batch, labels, step.mask, step.step_rows)
+
+    def _steps(self, data: TrainData) -> int:
+        if isinstance(data, StreamTrain):
+            return data.steps
+        return math.ceil(len(data) / self.config.batch_size)
+
+    def _train_epoch(
+        self, data: TrainData, generator: torch.Generator, progress: Progress, loop: LoopState,
+        checkpoints: Checkpointer | None,
+    ) -> float:  # fmt: skip
+        """Train from ``loop.step`` to the end of the epoch; returns the mean training loss."""
         self.network.train()
-        total = torch.zeros((), device=self.device)
-        steps = 0
-        task = progress.add_task("train", total=math.ceil(len(data) / self.config.batch_size))
-        for batch, labels in maybe_prefetch(self._batches(data, generator), self.config.async_loading):
-            total += self._step(batch, labels)
-            steps += 1
-            progress.advance(task)
+        started = time.perf_counter()
+        task = progress.add_task(f"epoch {loop.epoch}", total=len(data))
+        # float64, continued from the checkpoint's sum: a resumed epoch adds in the same order
+        total = torch.full((), loop.loss_sum, dtype=torch.float64, device=self.device)
+        depth = self.config.stream.prefetch_batches
+        for step in maybe_prefetch(self._inputs(data, generator, loop), self.config.async_loading, depth):
+            total += self._step(step).double()
+            loop.step += 1
+            loop.global_step += 1
+            progress.advance(task, step.step_rows if step.step_rows >= 0 else self.config.batch_size)
+            if self.on_step is not None:
+                self.on_step(loop.global_step)
+            if checkpoints is not None and checkpoints.due(loop.global_step):
+                self._checkpoint(checkpoints, loop, total, started)
         progress.remove_task(task)
-        return float(total) / max(steps, 1)
+        loop.loss_sum = float(total)
+        loop.epoch_seconds += time.perf_counter() - started
+        return loop.loss_sum / max(self._steps(data), 1)
 
-    def _validate(self, valid: EncodedData) -> dict[str, float]:
+    def _checkpoint(self, checkpoints: Checkpointer, loop: LoopState, total: Tensor, started: float) -> None:
+        snapshot = copy.copy(loop)
+        snapshot.loss_sum = float(total)
+        snapshot.epoch_seconds += time.perf_counter() - started
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "best_state": self.best_state,
+        }
+        checkpoints.save(payload, snapshot)
+
+    def _validate(self, valid: EvalData) -> dict[str, float]:
+        batch = self.config.eval_batch_size
+        if isinstance(valid, StreamEval):  # every rank scores its part; gathered, identical everywhere
+            return evaluate(self.model, valid, batch, self.device, self.context, self.config.async_loading)
         metrics = None
         if self.context is None or self.context.is_main:
-            metrics = evaluate(self.model, valid, self.config.eval_batch_size, self.device)
+            metrics = evaluate(self.model, valid, batch, self.device)
         result: dict[str, float] = broadcast_from_main(metrics, self.context)
         return result
 
-    def fit(self, train: EncodedData, valid: EncodedData) -> History:
-        """Train until early stopping or ``epochs``; the model ends with its best validation weights."""
+    def _restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> LoopState:
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        if self.scheduler is not None and checkpoint.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.best_state = checkpoint.best_state
+        torch.set_rng_state(checkpoint.rng[self.context.rank if self.context is not None else 0])
+        loop = checkpoint.loop
+        if loop.generator_state is not None:
+            generator.set_state(loop.generator_state)
+        log.info("resumed at epoch %d, step %d (global step %d)", loop.epoch, loop.step, loop.global_step)
+        return loop
+
+    def fit(
+        self, train: TrainData, valid: EvalData, *, checkpoints: Checkpointer | None = None,
+        resume: Checkpoint | None = None,
+    ) -> History:  # fmt: skip
+        """Train until early stopping or ``epochs``; the model ends with its best validation weights.
+
+        With ``checkpoints`` a step checkpoint is written every ``checkpoint_every`` steps; ``resume``
+        continues the run that wrote one.
+        """
         config = self.config
         generator = seed_everything(config.seed)
+        if self.context is not None:
+            torch.manual_seed(config.seed + self.context.rank)  # distinct dropout masks per rank
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        history = History()
-        best_state: dict[str, Tensor] | None = None
-        stale = 0
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        loop = self._restore(resume, generator) if resume is not None else LoopState()
+        history = History.from_dict(loop.history)
         quiet = not self.console.is_terminal or (self.context is not None and not self.context.is_main)
-        with Progress(*columns, console=self.console, transient=True, disable=quiet) as bar:
-            for epoch in range(1, config.epochs + 1):
-                started = time.perf_counter()
-                train_loss = self._train_epoch(train, generator, bar)
-                seconds = time.perf_counter() - started
-                history.train_seconds += seconds
+        with row_progress(self.console, disable=quiet) as bar:
+            while loop.epoch <= config.epochs:
+                if loop.step == 0:
+                    loop.generator_state = generator.get_state()  # the epoch's order, for a resume
+                train_loss = self._train_epoch(train, generator, bar, loop, checkpoints)
+                history.train_seconds += loop.epoch_seconds
                 history.train_samples += len(train)
                 metrics = self._validate(valid)
-                entry = self._log_epoch(history, epoch, train_loss, metrics, seconds, len(train))
+                entry = self._log_epoch(
+                    history, loop.epoch, train_loss, metrics, loop.epoch_seconds, len(train)
+                )
                 if self.on_epoch is not None:
                     self.on_epoch(entry)
                 if metrics["auc"] > history.best_auc + config.early_stopping.min_delta:
-                    history.best_auc, history.best_epoch, stale = metrics["auc"], epoch, 0
-                    best_state = copy.deepcopy(self.model.state_dict())
+                    history.best_auc, history.best_epoch, loop.stale = metrics["auc"], loop.epoch, 0
+                    self.best_state = copy.deepcopy(self.model.state_dict())
                 else:
-                    stale += 1
-                    if stale >= config.early_stopping.patience:
-                        log.info("early stopping: no validation AUC gain for %d epochs", stale)
+                    loop.stale += 1
+                    if loop.stale >= config.early_stopping.patience:
+                        log.info("early stopping: no validation AUC gain for %d epochs", loop.stale)
                         break
                 if self.scheduler is not None:
                     self.scheduler.step(entry.valid["auc"])
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+                loop.epoch, loop.step, loop.loss_sum, loop.epoch_seconds = loop.epoch + 1, 0, 0.0, 0.0
+                loop.history = history.to_dict()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
         return history
 
     def _log_epoch(

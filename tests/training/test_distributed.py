@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from model.bundle import read_bundle
-from training.cli import _without_nproc
+from training.launch import without_launch_options
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = [
@@ -47,5 +47,6 @@ def test_two_processes_match_one_within_noise(data_dir: Path, tmp_path: Path) ->
 
 
 def test_children_do_not_relaunch() -> None:
-    argv = ["train", "--nproc", "2", "--data", "d", "--nproc=4", "--out", "o"]
-    assert _without_nproc(argv) == ["train", "--data", "d", "--out", "o"]
+    argv = ["train", "--nproc", "2", "--data", "d", "--nproc=4", "--out", "o", "--nnodes", "2"]
+    argv += ["--node-rank=1", "--master-addr", "h", "--master-port", "1234", "--nodes-file", "x"]
+    assert without_launch_options(argv) == ["train", "--data", "d", "--out", "o", "--nodes-file", "x"]
