@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -172,8 +173,11 @@ def previous_version(model_dir: Path) -> str:
     return versions[versions.index(current) - 1]
 
 
-def publish(model_dir: Path, staging: Path, version: str, keep: int = DEFAULT_KEEP) -> Path:
-    """Move the finished bundle at ``staging`` in as ``version``, make it current, prune to ``keep``.
+def publish(
+    model_dir: Path, staging: Path, version: str, keep: int = DEFAULT_KEEP, protect: Collection[str] = ()
+) -> Path:
+    """Move the finished bundle at ``staging`` in as ``version``, make it current, prune to ``keep``
+    (never the versions in ``protect``: those that experiment arms pin).
 
     ``staging`` must be on the same filesystem as ``model_dir`` (the move is one rename).
 
@@ -188,17 +192,18 @@ def publish(model_dir: Path, staging: Path, version: str, keep: int = DEFAULT_KE
         raise VersionError(f"{model_dir.name}: version {version!r} exists already")
     os.replace(staging, target)
     _write_pointer(model_dir, version)
-    prune(model_dir, keep)
+    prune(model_dir, keep, protect)
     return target
 
 
-def prune(model_dir: Path, keep: int) -> list[str]:
-    """Delete the oldest versions beyond the newest ``keep``; the current one is never deleted."""
+def prune(model_dir: Path, keep: int, protect: Collection[str] = ()) -> list[str]:
+    """Delete the oldest versions beyond the newest ``keep``; the current one and those in ``protect``
+    are never deleted."""
     if keep < 1:
         raise VersionError(f"keep must be at least 1, not {keep}")
-    current = current_version(model_dir)
+    spared = {current_version(model_dir), *protect}
     entries = list_versions(model_dir)
-    doomed = [e for e in entries[: max(0, len(entries) - keep)] if e.version != current]
+    doomed = [e for e in entries[: max(0, len(entries) - keep)] if e.version not in spared]
     for entry in doomed:
         # renamed aside first: a reader never sees a half-deleted version
         aside = model_dir / f".{entry.version}.deleting"

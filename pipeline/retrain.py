@@ -19,7 +19,7 @@ service's metrics how the last run ended.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -164,14 +164,15 @@ def published_version(job: RetrainJob, state: RetrainState) -> bool:
     return any(e.version == state.candidate_version for e in list_versions(job.model_dir))
 
 
-def publish_candidate(job: RetrainJob, state: RetrainState) -> Path:
-    """Move the candidate in as the new current version, unless an earlier attempt did."""
+def publish_candidate(job: RetrainJob, state: RetrainState, pinned: Collection[str] = ()) -> Path:
+    """Move the candidate in as the new current version, unless an earlier attempt did (the pruning
+    after it spares the ``pinned`` versions)."""
     if published_version(job, state):
         return version_path(job.model_dir, state.candidate_version)
     candidate = job.work / "candidate"
     if read_manifest(candidate).version != state.candidate_version:
         raise BundleError(f"{candidate}: not version {state.candidate_version}")
-    return publish(job.model_dir, candidate, state.candidate_version, job.config.keep)
+    return publish(job.model_dir, candidate, state.candidate_version, job.config.keep, pinned)
 
 
 def status_of(state: RetrainState, outcome: Outcome, reasons: list[str]) -> RetrainStatus:

@@ -25,7 +25,9 @@ from pipeline.retrain import (
 from pipeline.retrain_state import RetrainState, Step
 from service.db import Database
 from service.events.store import EventStore
+from service.experiments.store import ExperimentStore
 from service.rank.model_admin import ModelAdmin
+from service.rank.registry import split_ref
 from service.rank.retrain_status import Outcome
 
 log = logging.getLogger(__name__)
@@ -101,9 +103,18 @@ def gate_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
     log.info("gate: %s %s", "passed" if state.decision.passed else "refused", state.decision.reasons)
 
 
+def pinned_versions(services: Services, model: str) -> set[str]:
+    """The versions of ``model`` that stored experiments pin (``model@version`` arms)."""
+    if services.db is None:
+        return set()
+    experiments = ExperimentStore(services.db, services.prefix).experiments()
+    refs = (split_ref(arm.model) for experiment in experiments for arm in experiment.arms)
+    return {version for name, version in refs if name == model and version is not None}
+
+
 def publish_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
     """The candidate as the new current version, audited; the change counter tells every worker."""
-    publish_candidate(job, state)
+    publish_candidate(job, state, pinned_versions(services, job.model))
     if services.db is not None:
         admin = ModelAdmin(job.models_dir, services.db, services.prefix)
         admin.publish_recorded(job.model, state.candidate_version, state.serving_version, RETRAIN_ACTOR)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.versions import VersionError
 from service.admin import require_admin
-from service.errors import ADMIN_ERRORS, ERRORS, FieldIssue, RequestError, documented
+from service.errors import ADMIN_ERRORS, ERRORS, FieldIssue, RequestError, UnavailableError, documented
 from service.experiments.models import valid_name
 from service.jsonbody import load_json
 from service.rank.model_admin import ModelAdmin, ModelAuditEntry, UnknownModelError
@@ -84,6 +84,11 @@ async def _apply(
         raise RequestError.at(("path", "name"), str(error), "not_found", status=404) from None
     except VersionError as error:
         raise RequestError.at(("body", "version"), str(error), "unknown_version") from None
+    except OSError as error:  # a read-only models volume (compose mounts it so): say so, not a 500
+        raise UnavailableError(
+            f"cannot move the current pointer of {name!r} here ({error.strerror}): run `apprank models "
+            f"{action}` where the models directory is writable"
+        ) from None
     await asyncio.to_thread(state.sync.reload_models)
     body = VersionChangeResponse(
         model=change.model,

@@ -26,12 +26,19 @@ from tests.service.conftest import ADMIN, fifty_fifty, rank_body
 V1, V2, V3 = "20260101.000000", "20260201.000000", "20260301.000000"
 
 
-def publish_lr(model_dir: Path, encoder: FeatureEncoder, version: str, seed: int, keep: int = 5) -> Path:
+def publish_lr(
+    model_dir: Path,
+    encoder: FeatureEncoder,
+    version: str,
+    seed: int,
+    keep: int = 5,
+    protect: set[str] | None = None,
+) -> Path:
     """Write an LR bundle aside (hidden: no reload sees it) and publish it as ``version``."""
     staging = write_lr_bundle(
         model_dir.parent / f".new-{version}", encoder, random_weights(encoder, seed), version=version
     )
-    return publish(model_dir, staging, version, keep)
+    return publish(model_dir, staging, version, keep, protect or set())
 
 
 def versions_of(client: TestClient, name: str = "lr") -> dict[str, bool]:
@@ -67,8 +74,11 @@ def test_publish_keeps_the_last_k_versions_and_never_deletes_the_current_one(
     assert [e.version for e in list_versions(model)] == [V2, V3]
     publish_lr(model, encoder, "20260401.000000", seed=4, keep=1)
     assert [e.version for e in list_versions(model)] == ["20260401.000000"]
+    publish_lr(model, encoder, "20260501.000000", seed=5, keep=1)
+    publish_lr(model, encoder, "20260601.000000", seed=7, keep=1, protect={"20260501.000000"})
+    assert [e.version for e in list_versions(model)] == ["20260501.000000", "20260601.000000"]  # a pin
     with pytest.raises(VersionError, match="exists already"):
-        publish_lr(model, encoder, "20260401.000000", seed=6)
+        publish_lr(model, encoder, "20260601.000000", seed=6)
     with pytest.raises(VersionError, match="no version"):
         set_current(model, V1)
     with pytest.raises(VersionError, match="bad version name"):
