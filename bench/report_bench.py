@@ -1,13 +1,16 @@
-"""Benchmark of the A/B report on SQLite: a store holding ten million impressions, and the report's time.
+"""Benchmark of the A/B report: a store holding ten million impressions, and the report's time.
 
-The store is built by bulk insert (events in time order, so every index grows at its end), then the
-per-user-day counts are rebuilt from the events in SQL, exactly what the store maintains at ingestion.
-The report (``build_report``: per-arm user sums in SQL, the statistics in Python) is timed cold and
-warm. The target on the project's 2-core machine is under 5 s for 10 million impressions.
+The store (SQLite, or PostgreSQL with ``--postgres URL``) is built by bulk insert (events in time
+order, so every index grows at its end), then the per-user-day counts are rebuilt from the events in
+SQL, exactly what the store maintains at ingestion. The full report (``build_report``) is timed cold
+(first on a fresh connection) and warm, and its peak RSS measured in a fresh process. The target on
+the project's 2-core machine is under 5 s for 10 million impressions on SQLite.
 
-    .venv/bin/python bench/report_bench.py --impressions 10000000 --out bench/results/report_bench.json
+    .venv/bin/python bench/report_bench.py --impressions 10000000 --compare --reuse
 
-``--reuse`` keeps an existing database with the same parameters instead of rebuilding it.
+``--compare`` also times the previous read path (``report_windowed.py``: one SQL query with a window
+function) interleaved with the current one in the same run, and checks that both give the same
+report. ``--reuse`` keeps an existing database with the same parameters instead of rebuilding it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,7 @@ DAY = 86400
 ITEMS_PER_LIST = 10
 CHUNK = 1_000_000
 EXPERIMENT = ExperimentArms("bench", {"control": 50.0, "treatment": 50.0}, "control")
+PG_SCHEMA = "report_bench"
 PATHS: dict[str, ArmDayReader] = {"numpy": read_arm_days, "windowed": read_arm_days_windowed}
 
 
@@ -81,6 +84,9 @@ def build_store(store: SqlEventStore, args: argparse.Namespace) -> dict[str, flo
         log.info("loaded %d / %d impressions", start + count, args.impressions)
     loaded = time.perf_counter()
     store.rebuild_user_days()
+    if store.db.dialect == "postgresql":  # planner statistics now, not whenever autovacuum comes by
+        with store.db.transaction() as cursor:
+            cursor.execute("ANALYZE")
     rebuilt = time.perf_counter()
     return {"load_s": loaded - started, "rebuild_user_days_s": rebuilt - loaded}
 
@@ -98,24 +104,26 @@ def counts(store: SqlEventStore) -> dict[str, int]:
     }
 
 
-def open_bench_store(db: Path) -> SqlEventStore:
-    """A fresh connection to the bench database (an empty SQLite page cache: a cold report)."""
-    return open_event_store(Database(f"sqlite:///{db}"))
+def open_bench_store(url: str) -> SqlEventStore:
+    """A fresh connection to the bench database (SQLite: an empty page cache, a cold report)."""
+    return open_event_store(Database(url))
 
 
-def time_paths(db: Path, names: list[str], runs: int) -> dict[str, dict[str, list[float]]]:
+def time_paths(url: str, names: list[str], runs: int) -> dict[str, dict[str, list[float]]]:
     """Per read path, the report's time cold (first on a fresh connection) and warm (the next one).
 
     The paths alternate within each run, so both see the same load on a shared machine.
     """
-    timings: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": []} for name in names}
+    kinds = ("cold", "warm", "cold_cpu", "warm_cpu")
+    timings: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind in kinds} for name in names}
     for run in range(runs):
         for name in names if run % 2 == 0 else names[::-1]:
-            store = open_bench_store(db)
+            store = open_bench_store(url)
             for kind in ("cold", "warm"):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 build_report(store, EXPERIMENT, read=PATHS[name])
                 timings[name][kind].append(time.perf_counter() - started)
+                timings[name][f"{kind}_cpu"].append(time.process_time() - cpu)
             store.db.close()
             log.info(
                 "%s: cold %.2f s, warm %.2f s", name, timings[name]["cold"][-1], timings[name]["warm"][-1]
@@ -123,9 +131,9 @@ def time_paths(db: Path, names: list[str], runs: int) -> dict[str, dict[str, lis
     return timings
 
 
-def same_report(db: Path) -> bool:
+def same_report(url: str) -> bool:
     """Whether both read paths give the same report, every number of it (the bench's check)."""
-    store = open_bench_store(db)
+    store = open_bench_store(url)
     now = datetime.now(UTC)
     new, old = (build_report(store, EXPERIMENT, now=now, read=PATHS[name]) for name in ("numpy", "windowed"))
     store.db.close()
@@ -133,21 +141,31 @@ def same_report(db: Path) -> bool:
     return new.model_dump() == old.model_dump()
 
 
-def peak_rss_mib(db: Path, name: str) -> dict[str, float]:
+def peak_rss_mib(url: str, name: str) -> dict[str, float]:
     """The peak RSS of a fresh process that opens the store and builds one report by ``name``'s path."""
-    command = [sys.executable, __file__, "--db", str(db), "--peak-rss-of", name]
+    command = [sys.executable, __file__, "--peak-rss-of", name, "--url", url]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 
-def report_peak_rss(db: Path, name: str) -> None:
-    """The child of ``peak_rss_mib``: prints the peak RSS before and after one report (MiB)."""
-    store = open_bench_store(db)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def report_peak_rss(url: str, name: str) -> None:
+    """The child of ``peak_rss_mib``: prints its peak RSS before and after one report (MiB).
+
+    VmHWM, not ``getrusage``: Linux carries ``ru_maxrss`` over ``exec`` from the forked parent.
+    """
+    store = open_bench_store(url)
+    before = high_water_mib()
     build_report(store, EXPERIMENT, read=PATHS[name])
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before_mib": before, "peak_mib": after}))  # noqa: T201 - read by the parent
+    print(json.dumps({"before_mib": before, "peak_mib": high_water_mib()}))  # noqa: T201 - for the parent
+
+
+def high_water_mib() -> float:
+    """This process's peak resident set size (``VmHWM``), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def parse_args() -> argparse.Namespace:
@@ -171,54 +189,86 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also time the previous read path (the windowed SQL query), interleaved, and check equality",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help=f"build the store in schema {PG_SCHEMA} of this PostgreSQL database instead of SQLite",
+    )
     parser.add_argument("--peak-rss-of", choices=sorted(PATHS), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)  # the store of a --peak-rss-of child
     return parser.parse_args()
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """The bench store's URL: the SQLite file, or the PostgreSQL database with the bench's schema first."""
+    if args.postgres is None:
+        return f"sqlite:///{args.db}"
+    separator = "&" if "?" in args.postgres else "?"
+    return f"{args.postgres}{separator}options=-csearch_path%3D{PG_SCHEMA}"
 
 
 def open_store(args: argparse.Namespace, params: dict[str, Any]) -> tuple[SqlEventStore, bool]:
     """The bench database: reused when ``--reuse`` and built with the same parameters, else fresh."""
-    stamp = args.db.with_suffix(".params.json")
-    reuse = args.reuse and args.db.exists() and stamp.exists() and json.loads(stamp.read_text()) == params
+    stamp = stamp_path(args)
+    exists = args.postgres is not None or args.db.exists()
+    reuse = args.reuse and exists and stamp.exists() and json.loads(stamp.read_text()) == params
     if not reuse:
-        for path in (args.db, Path(f"{args.db}-wal"), Path(f"{args.db}-shm"), stamp):
-            path.unlink(missing_ok=True)
-    store = open_event_store(Database(f"sqlite:///{args.db}"))
+        stamp.unlink(missing_ok=True)
+        if args.postgres is None:
+            for path in (args.db, Path(f"{args.db}-wal"), Path(f"{args.db}-shm")):
+                path.unlink(missing_ok=True)
+        else:
+            import psycopg
+
+            with psycopg.connect(args.postgres, autocommit=True) as connection:
+                connection.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+                connection.execute(f"CREATE SCHEMA {PG_SCHEMA}")
+    store = open_event_store(Database(store_url(args)))
     store.migrate()
     return store, reuse
 
 
-def show(sizes: dict[str, int], build: dict[str, float], paths: dict[str, dict[str, Any]]) -> None:
+def stamp_path(args: argparse.Namespace) -> Path:
+    """Where the parameters of the built store are kept (what ``--reuse`` compares)."""
+    stamp: Path = args.db.with_suffix(".params.json")
+    return stamp if args.postgres is None else stamp.with_name("report_bench_postgres.params.json")
+
+
+def show(
+    sizes: dict[str, int], build: dict[str, float], paths: dict[str, dict[str, Any]], dialect: str
+) -> None:
     title = (
         f"report over {sizes['impressions']:,} impressions, {sizes['downloads']:,} downloads, "
-        f"{sizes['user_days']:,} user-days (SQLite, target < 5 s); store build "
+        f"{sizes['user_days']:,} user-days ({dialect}, target < 5 s); store build "
         + (f"{build['load_s'] + build['rebuild_user_days_s']:.1f} s" if build else "reused")
     )
     table = Table(title=title)
-    for column in (
-        "read path",
-        "cold median (s)",
-        "warm median (s)",
-        "all cold / warm (s)",
-        "peak RSS (MiB)",
-    ):
+    columns = ["read path", "cold median (s)", "warm median (s)", "cold / warm range (s)"]
+    for column in [*columns, "CPU cold / warm (s)", "peak RSS (MiB)"]:
         table.add_column(column, justify="right")
     for name, figures in paths.items():
         table.add_row(
             name,
             f"{figures['cold_median_s']:.2f}",
             f"{figures['warm_median_s']:.2f}",
-            " ".join(f"{c:.1f}/{w:.1f}" for c, w in zip(figures["cold_s"], figures["warm_s"], strict=True)),
+            f"{min(figures['cold_s']):.1f}-{max(figures['cold_s']):.1f} / "
+            f"{min(figures['warm_s']):.1f}-{max(figures['warm_s']):.1f}",
+            f"{figures['cold_cpu_median_s']:.2f} / {figures['warm_cpu_median_s']:.2f}",
             f"{figures['peak_rss_mib']:.0f} (+{figures['peak_rss_mib'] - figures['rss_before_mib']:.0f})",
         )
     Console().print(table)
 
 
 def path_figures(timings: dict[str, list[float]], rss: dict[str, float]) -> dict[str, Any]:
+    """One path's figures: wall and CPU seconds (this process's: a PostgreSQL server's are not in it)."""
+    medians = {f"{kind}_median_s": statistics.median(timings[kind]) for kind in ("cold", "warm")}
+    medians |= {f"{kind}_median_s": statistics.median(timings[kind]) for kind in ("cold_cpu", "warm_cpu")}
     return {
         "cold_s": timings["cold"],
         "warm_s": timings["warm"],
-        "cold_median_s": statistics.median(timings["cold"]),
-        "warm_median_s": statistics.median(timings["warm"]),
+        "cold_cpu_s": timings["cold_cpu"],
+        "warm_cpu_s": timings["warm_cpu"],
+        **medians,
         "peak_rss_mib": rss["peak_mib"],
         "rss_before_mib": rss["before_mib"],
     }
@@ -227,18 +277,19 @@ def path_figures(timings: dict[str, list[float]], rss: dict[str, float]) -> dict
 def main() -> None:
     args = parse_args()
     if args.peak_rss_of:
-        report_peak_rss(args.db, args.peak_rss_of)
+        report_peak_rss(args.url, args.peak_rss_of)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     params = {k: getattr(args, k) for k in ("impressions", "users", "days", "ctr", "lift", "seed")}
     store, reuse = open_store(args, params)
     build = {} if reuse else build_store(store, args)
-    args.db.with_suffix(".params.json").write_text(json.dumps(params))
+    stamp_path(args).write_text(json.dumps(params))
     sizes = counts(store)
     store.db.close()
     names = ["numpy", "windowed"] if args.compare else ["numpy"]
-    timings = time_paths(args.db, names, args.runs)
-    paths = {name: path_figures(timings[name], peak_rss_mib(args.db, name)) for name in names}
+    url = store_url(args)
+    timings = time_paths(url, names, args.runs)
+    paths = {name: path_figures(timings[name], peak_rss_mib(url, name)) for name in names}
     result: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
@@ -247,15 +298,15 @@ def main() -> None:
             "load_average": os.getloadavg(),
         },
         "params": params,
-        "store": sizes | {"file_mib": args.db.stat().st_size / 2**20} | build,
+        "store": sizes | {"dialect": store_url(args).split(":")[0]} | build,
         "paths": paths,
         "target_s": 5.0,
     }
     if args.compare:
-        result["same_report"] = same_report(args.db)
+        result["same_report"] = same_report(url)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    show(sizes, build, paths)
+    show(sizes, build, paths, url.split(":")[0])
     if args.compare:
         Console().print(f"both paths give the same report: {result['same_report']}")
     Console().print(f"written {args.out}")

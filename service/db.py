@@ -50,18 +50,28 @@ class StoreUnavailableError(RequestError):
         msg = f"the database is unavailable ({type(cause).__name__}); retry later"
         super().__init__(503, [FieldIssue((), msg, "unavailable")], {"Retry-After": str(RETRY_AFTER_S)})
         self.cause = cause
+        # a lost or reopened connection: an attempt on a fresh one may succeed at once (a lock or
+        # statement timeout would only wait as long again)
+        self.reconnects = _reconnects(cause)
 
     def __str__(self) -> str:
         return f"database unavailable: {type(self.cause).__name__}: {self.cause}"
 
 
 def is_transient(error: BaseException) -> bool:
-    """True for faults of the database that a later retry may not meet; False for bad data or SQL."""
+    """True for faults of the database that a later attempt may no longer meet; False for bad data or SQL."""
     if isinstance(error, StoreUnavailableError):
         return True
     if isinstance(error, sqlite3.OperationalError):
         return _sqlite_code(error) in _SQLITE_TRANSIENT
     return _is_pg_connection_error(error) or _is_pg_rollback(error)
+
+
+def _reconnects(cause: BaseException) -> bool:
+    if isinstance(cause, sqlite3.OperationalError):
+        return _sqlite_code(cause) in _SQLITE_REOPEN
+    state = getattr(cause, "sqlstate", None)
+    return _is_pg_connection_error(cause) and (state is None or state.startswith("08") or state[:3] == "57P")
 
 
 def is_data_error(error: BaseException) -> bool:
@@ -129,7 +139,7 @@ class Database:
 
     SQLite: one connection per thread, WAL journal, ``synchronous=FULL`` (a commit is on disk), a busy
     timeout so concurrent writers wait instead of failing. PostgreSQL: a psycopg connection pool whose
-    connections are checked when handed out (a connection the server terminated is replaced, not used).
+    connections are checked when handed out (one the server terminated is replaced, not used).
     """
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
@@ -145,14 +155,7 @@ class Database:
             from psycopg_pool import ConnectionPool  # imported lazily: SQLite-only installs skip it
 
             self.dialect = "postgresql"
-            self._pool = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=pool_size,
-                open=True,
-                timeout=10,
-                check=ConnectionPool.check_connection,
-            )
+            self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=10)
         else:
             raise ValueError(f"database url must start with sqlite:/// or postgresql://, got {url!r}")
 
@@ -210,6 +213,33 @@ class Database:
         return StoreUnavailableError(error) if _is_pg_connection_error(error) else None
 
     @contextmanager
+    def _pg_connection(self) -> Iterator[Any]:
+        """A pooled connection that answers, committed on success and rolled back on error, then
+        handed back (the pool's own ``connection()``, with ``_live_connection`` to get it)."""
+        connection = self._live_connection()
+        try:
+            with connection:
+                yield connection
+        finally:
+            self._pool.putconn(connection)
+
+    def _live_connection(self) -> Any:
+        """A pooled connection checked with a round trip. A stale one (the server terminated it) goes
+        back to the pool, which replaces it, and the next is tried at once: the pool's own ``check``
+        pauses a second or more between such tries."""
+        for _ in range(self._pool.max_size + 1):
+            connection = self._pool.getconn()
+            try:
+                self._pool.check_connection(connection)
+            except Exception as error:  # noqa: BLE001 - a connection that fails its check is not used
+                self._pool.putconn(connection)
+                if not _is_pg_connection_error(error):
+                    raise
+                continue
+            return connection
+        return self._pool.getconn()  # every one tried was stale: a new one
+
+    @contextmanager
     def transaction(self) -> Iterator[Cursor]:
         """A cursor inside one transaction: committed on success, rolled back on error.
 
@@ -221,7 +251,7 @@ class Database:
                 with self._sqlite_transaction() as cursor:
                     yield cursor
                 return
-            with self._pool.connection() as connection, connection.transaction():
+            with self._pg_connection() as connection, connection.transaction():
                 with connection.cursor() as cursor:
                     yield cursor
         except Exception as error:
@@ -256,7 +286,7 @@ class Database:
             if self.dialect == "sqlite":
                 yield self._sqlite().cursor()
                 return
-            with self._pool.connection() as connection, connection.cursor() as cursor:
+            with self._pg_connection() as connection, connection.cursor() as cursor:
                 yield cursor
         except Exception as error:
             fault = self._fault(error)
@@ -265,11 +295,13 @@ class Database:
             raise fault from error
 
     def query(self, work: Callable[[Cursor], T]) -> T:
-        """``work(cursor)`` in ``read()``, run once more on a fresh connection if the database failed."""
+        """``work(cursor)`` in ``read()``, run once more on a fresh connection if the one used was lost."""
         try:
             with self.read() as cursor:
                 return work(cursor)
-        except StoreUnavailableError:
+        except StoreUnavailableError as error:
+            if not error.reconnects:
+                raise
             with self.read() as cursor:
                 return work(cursor)
 

@@ -71,6 +71,11 @@ FEATURE_MISSING = Counter("apprank_feature_missing", "Missing feature values.", 
 ITEM_CACHE_LOOKUPS = Counter(
     "apprank_item_cache_lookups", "Candidates looked up in the item encoding cache.", ["result"]
 )
+SERVED_VALUES_CUT = Counter(
+    "apprank_served_values_cut",
+    "Feature values of served lists not logged whole: unknown fields dropped, long values cut.",
+    ["reason"],
+)
 MODEL_LOADED = Gauge(
     "apprank_model_loaded",
     "1 while a model version is loaded.",

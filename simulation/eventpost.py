@@ -8,7 +8,9 @@ to the server's clock (events without ``ts``), and the refused events are sent a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TIME_CODES = frozenset({"ts_before_served", "ts_in_future"})
 MAX_BATCH = 1000
+RETRY_FOR_S = 90.0  # beyond the service's served-list retry horizon (60 s) and its slack
 
 
 class EventTime(StrEnum):
@@ -80,9 +83,7 @@ class EventPoster:
 
     async def _post(self, batch: list[dict[str, Any]]) -> None:
         sent = batch if self.mode is not EventTime.SERVER else [_without_ts(e) for e in batch]
-        response = await self.client.post(
-            "/events", content=orjson.dumps({"events": sent}), headers={"content-type": "application/json"}
-        )
+        response = await self._send(orjson.dumps({"events": sent}))
         if response.status_code not in (200, 422):
             raise EventPostError(f"POST /events answered {response.status_code}: {response.text[:500]}")
         body = orjson.loads(response.content)
@@ -94,6 +95,19 @@ class EventPoster:
         retry = self._record_rejections(batch, body["rejected"])
         if retry:
             await self._post(retry)
+
+    async def _send(self, content: bytes) -> httpx.Response:
+        """POST the batch; a 503 with Retry-After (the store down for a while, or a served list not
+        written yet) is sent again after the pause it asks for, for up to ``RETRY_FOR_S``."""
+        deadline = time.monotonic() + RETRY_FOR_S
+        while True:
+            response = await self.client.post(
+                "/events", content=content, headers={"content-type": "application/json"}
+            )
+            pause = response.headers.get("retry-after", "")
+            if response.status_code != 503 or not pause.isdigit() or time.monotonic() > deadline:
+                return response
+            await asyncio.sleep(int(pause))
 
     def _record_rejections(self, batch: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> list[Any]:
         """Count refusals; returns the events to send again on the server's clock (AUTO mode)."""

@@ -55,11 +55,30 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def kill_inside(namespace: str) -> list[int]:
+    """SIGKILL every process inside ``namespace`` (a machine lost); returns their ids.
+
+    torchrun starts its workers in sessions of their own, so ending the launching process or its
+    process group would leave them running: the namespace is what they all share.
+    """
+    pids = [int(pid) for pid in _ip("netns", "pids", namespace).split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def delete(namespace: str) -> None:
+    """End what runs inside ``namespace``, then delete it."""
+    kill_inside(namespace)
+    _ip("netns", "delete", namespace)
+
+
 def remove_stale() -> list[str]:
     """Delete the namespaces of earlier runs whose process is gone; returns their names."""
     stale = [name for name in namespaces() if (m := _NAME.match(name)) and not _alive(int(m.group(1)))]
     for name in stale:
-        _ip("netns", "delete", name)
+        delete(name)
     return stale
 
 
@@ -114,24 +133,15 @@ class VethPair:
         return [line.strip() for line in _ip("-n", node.namespace, "route", "show").splitlines() if line]
 
     def kill(self, node: Node) -> list[int]:
-        """SIGKILL every process inside ``node``'s namespace (a machine lost); returns their ids.
-
-        torchrun starts its workers in sessions of their own, so ending the launching process or its
-        process group would leave them running: the namespace is what they all share.
-        """
-        pids = [int(pid) for pid in _ip("netns", "pids", node.namespace).split()]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return pids
+        """SIGKILL every process inside ``node``'s namespace; returns their ids."""
+        return kill_inside(node.namespace)
 
     def remove(self) -> None:
         """End the processes inside, delete both namespaces (idempotent); the veth pair goes with them."""
         existing = set(namespaces())
         for node in (self.a, self.b):
             if node.namespace in existing and node.namespace in self._created:
-                self.kill(node)
-                _ip("netns", "delete", node.namespace)
+                delete(node.namespace)
         if self.a.interface in _ip("link", "show"):  # created but not yet moved into a namespace
             _ip("link", "delete", self.a.interface)
         self._created.clear()

@@ -3,10 +3,13 @@
 ``apprank train --nproc N`` re-runs itself under ``torchrun --standalone --nproc-per-node N``; with
 ``--nnodes M --node-rank R --master-addr HOST --master-port P`` each of M machines runs N processes that
 meet in torchrun's rendezvous on HOST (training/launch.py builds the torchrun command line). Every
-process reads and encodes the same data (the encoder fit is deterministic), builds the same model,
-and takes its slice of each global batch; DistributedDataParallel averages the gradients, so one step
-sees the same ``batch_size`` rows as single-process training. Rank 0 evaluates, decides early
-stopping for everyone, and alone writes the bundle.
+rank builds the same model, and one step sees ``batch_size`` rows over all ranks, as in
+single-process training: DistributedDataParallel averages the gradients. In memory every rank reads
+and encodes the same data (the encoder fit is deterministic) and takes its slice of each global
+batch, and rank 0 evaluates and broadcasts the figures; a prepared dataset is streamed, each rank
+reading only its own row groups, and evaluated by every rank on its part, gathered (training/prepared).
+Either way every rank takes the same early-stopping decision, and rank 0 alone writes the bundle.
+Before training, the ranks check that they were all given the same run (training/agreement.py).
 """
 
 from __future__ import annotations

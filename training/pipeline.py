@@ -34,6 +34,7 @@ from model.fitting import EncoderFitter
 from model.nets import build_model, model_spec
 from model.nets.calibration import PlattScaled, fit_platt
 from model.schema import FeatureSchema
+from training.agreement import check_same_run, run_identity
 from training.checkpoint import Checkpoint, Checkpointer, is_checkpoint_dir, load_checkpoint
 from training.config import TrainConfig, load_config
 from training.data import EncodedData, encode_chunks, limit_rows, split_rows
@@ -270,6 +271,7 @@ def train_bundle(
     continuing = resume is not None and is_checkpoint_dir(resume)
     encoder, state = _resume(resume) if resume is not None and not continuing else (None, None)
     data = _load_data(data_path, schema, config, context, console, encoder)
+    check_same_run(context, run_identity(config, data.fingerprint, data.schema, data.rows))
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.encoder.layout, config.params)
     if state is not None:

@@ -316,7 +316,6 @@ class Trainer:
                 self._checkpoint(checkpoints, loop, total, started)
         progress.remove_task(task)
         loop.loss_sum = float(total)
-        loop.epoch_seconds += time.perf_counter() - started
         return loop.loss_sum / max(self._steps(data), 1)
 
     def _checkpoint(self, checkpoints: Checkpointer, loop: LoopState, total: Tensor, started: float) -> None:
@@ -376,7 +375,9 @@ class Trainer:
             while loop.epoch <= config.epochs:
                 if loop.step == 0:
                     loop.generator_state = generator.get_state()  # the epoch's order, for a resume
+                started = time.perf_counter()
                 train_loss = self._train_epoch(train, generator, bar, loop, checkpoints)
+                loop.epoch_seconds += time.perf_counter() - started
                 history.train_seconds += loop.epoch_seconds
                 history.train_samples += len(train)
                 metrics = self._validate(valid)
@@ -405,7 +406,7 @@ class Trainer:
         self, history: History, epoch: int, loss: float, metrics: dict[str, float], seconds: float, rows: int
     ) -> EpochLog:
         lr = float(self.optimizer.param_groups[0].get("lr", 0.0))
-        entry = EpochLog(epoch, loss, metrics, lr, seconds, rows / seconds)
+        entry = EpochLog(epoch, loss, metrics, lr, seconds, rows / seconds if seconds > 0 else 0.0)
         history.epochs.append(entry)
         if self.context is None or self.context.is_main:
             log.info(

@@ -10,22 +10,18 @@ from typing import Any
 import orjson
 
 from service.events.models import EventIn, ServedRef
-from service.rank.served import ServedList
+from service.rank.served import ServedList, logged_json
 
 DAY_S = 86400.0
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-def dump_json(value: Mapping[str, Any]) -> str:
-    """Compact JSON text of a raw feature object (numpy scalars and arrays allowed)."""
-    return orjson.dumps(value, option=_JSON_OPTIONS).decode()
 
 
 def served_rows(served: ServedList) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     """The ``served_lists`` row and the ``served_items`` rows (one per returned item, best first).
 
-    Positions are 1-based, like the ``position`` of /rank's response items.
+    Positions are 1-based, like the ``position`` of /rank's response items. The raw features are
+    logged as ``logged_json`` bounds them (the schema's fields, values capped).
     """
+    fields = served.fields
     list_row = (
         served.request_id,
         float(served.ts),
@@ -36,9 +32,10 @@ def served_rows(served: ServedList) -> tuple[tuple[Any, ...], list[tuple[Any, ..
         served.version,
         served.objective,
         str(served.user_id),
-        dump_json(served.user),
-        dump_json(served.context),
+        logged_json(served.user, None if fields is None else fields.user),
+        logged_json(served.context, None if fields is None else fields.context),
     )
+    item_fields = None if fields is None else fields.item
     order = [int(i) for i in served.order]
     ctrs = served.ctr[served.order].astype(float).tolist() if order else []
     items: list[tuple[Any, ...]] = []
@@ -51,7 +48,7 @@ def served_rows(served: ServedList) -> tuple[tuple[Any, ...], list[tuple[Any, ..
                 str(served.app_ids[index]),
                 ctr,
                 None if math.isnan(bid) else bid,
-                dump_json(served.features[index]),
+                logged_json(served.features[index], item_fields),
             )
         )
     return list_row, items

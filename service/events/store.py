@@ -67,8 +67,8 @@ class SqlEventStore:
         """Called once by the served-list writer's thread before its first write."""
 
     def _retryable(self, error: Exception) -> bool:
-        """A fault of the database: the next attempt runs on a fresh connection."""
-        return isinstance(error, StoreUnavailableError)
+        """A lost connection: the next attempt runs on a fresh one."""
+        return isinstance(error, StoreUnavailableError) and error.reconnects
 
     def _transaction(self, work: Callable[[Cursor], T], attempts: int = 3) -> T:
         """Run ``work`` in one transaction, retrying it when the dialect says the failure is transient."""

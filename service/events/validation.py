@@ -125,7 +125,7 @@ def _identifier(value: Any, present: bool) -> str | tuple[str, str]:
     if not present or value is None:
         return ("missing_field", "is required")
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        value = str(value)  # then held to the same length as a string id
     if not isinstance(value, str):
         return ("invalid_field", f"must be a string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_LENGTH:

@@ -26,6 +26,7 @@ from service.errors import Loc, RequestError
 from service.metrics import ITEM_CACHE_LOOKUPS, FeatureStats
 from service.rank.item_cache import ItemCache
 from service.rank.payload import RankRequest
+from service.rank.served import MAX_LOGGED_CHARS, LoggedFields
 
 Arrays = dict[str, npt.NDArray[Any]]
 LocOf = Callable[[str, int], Loc]
@@ -60,6 +61,11 @@ class RequestEncoder:
         self._position = {name: i for i, name in enumerate(schema.names)}
         self.item_cache = ItemCache(item_cache_size) if item_cache_size > 0 else None
         self._flushed = (0, 0)
+        self.logged = LoggedFields(
+            frozenset(s.name for s in schema.by_source(Source.USER)),
+            frozenset(s.name for s in schema.by_source(Source.CONTEXT)),
+            frozenset(s.name for s in self.items),
+        )
 
     def flush_metrics(self) -> None:
         """Move the feature counts and the item cache's hits and misses into Prometheus."""
@@ -124,9 +130,11 @@ class RequestEncoder:
             def encode_rows(rows: list[int]) -> tuple[Arrays, set[int]]:
                 uncacheable: set[int] = set()
                 if len(rows) == len(app_ids):  # all of them: no subset to copy
-                    return self._encode_item_rows(app_ids, features, None, uncacheable), uncacheable
+                    encoded = self._encode_item_rows(app_ids, features, None, uncacheable)
+                    return encoded, uncacheable | _bulky(features, self.logged.item)
                 subset = ([app_ids[i] for i in rows], [features[i] for i in rows])
-                return self._encode_item_rows(*subset, rows, uncacheable), uncacheable
+                encoded = self._encode_item_rows(*subset, rows, uncacheable)
+                return encoded, uncacheable | _bulky(subset[1], self.logged.item)
 
             out = self.item_cache.encode(app_ids, features, encode_rows)
         for name, encoded in out.items():
@@ -262,6 +270,23 @@ def _at(rows: Sequence[int] | None, k: int) -> int:
 
 def _item_loc(name: str, row: int) -> Loc:
     return ("body", "candidates", row, "features", name)
+
+
+def _bulky(features: Sequence[Mapping[str, Any]], fields: frozenset[str]) -> set[int]:
+    """The candidates whose features ``ItemCache`` must not keep: it holds the dicts as they came, so
+    one with keys outside the schema's item ``fields`` or a long value would keep hostile bytes alive
+    (an app's honest features are a few short values). Called for cache misses only."""
+    return {k for k, values in enumerate(features) if not fields.issuperset(values) or _long(values)}
+
+
+def _long(values: Mapping[str, Any]) -> bool:
+    """Whether a string or a list among ``values`` is longer than a logged value may be."""
+    for value in values.values():
+        if isinstance(value, str) and len(value) > MAX_LOGGED_CHARS:
+            return True
+        if isinstance(value, list) and len(str(value)) > MAX_LOGGED_CHARS:
+            return True
+    return False
 
 
 def _add_non_tokens(

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from service.errors import Loc, RequestError
 from service.experiments.models import Objective
-from service.jsonbody import NUL_ESCAPE, load_json
+from service.jsonbody import load_json, may_hold_nul
 from service.rank.contract import MAX_ID_LENGTH, RankRequestBody
 
 _NONE = type(None)
@@ -79,7 +79,7 @@ def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
 def _fast_path(body: bytes, max_candidates: int) -> RankRequest | None:
     """The request, when msgspec decodes ``body`` into ``RankRequestBody`` and every other check passes;
     else None."""
-    if NUL_ESCAPE in body:
+    if may_hold_nul(body):
         return None
     try:
         data = _DECODER.decode(body)

@@ -132,4 +132,5 @@ def _served(
         features=request.features,
         order=ranking.order,
         ctr=ranking.ctr,
+        fields=model.encoder.logged,
     )

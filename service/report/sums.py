@@ -5,7 +5,7 @@ window's start (cumulative: as of a day), and Ip, Dp the impressions and downloa
 pre-period: the ``lookback`` days before the user's first day in the experiment, over the whole event
 store (any experiment), so nothing the experiment changed leaks into the covariate. Users without
 events in their pre-period get Ip = Dp = 0 (they stay in the analysis; see README: CUPED). Downloads
-count only with an impression of the same (request, app) (``userdays``: the download rule).
+count only with an impression of the same (request, app), on its day (``userdays``: the download rule).
 
 Sums of squares of cumulative counts do not add over days, so each (arm, day) row holds the change
 that day brings to every sum: a user whose cumulative impressions go from c - i to c adds
@@ -29,14 +29,14 @@ from service.db import Database
 from service.report.stats import UserSums
 from service.report.userdays import (
     IntArray,
-    OrphanKey,
     PrePeriod,
+    RowKey,
     UserDays,
-    orphan_downloads,
+    corrected,
+    download_corrections,
     pre_period,
     read_user_days,
     snapshot,
-    without_orphans,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -144,54 +144,65 @@ def read_arm_days(
     db, prefix = store.db, store.prefix
     with snapshot(db) as cursor:
         rows = read_user_days(db, cursor, prefix, experiment)
-        orphans: dict[OrphanKey, int] = {}
+        changes: dict[RowKey, int] = {}
         if rows.day.size:  # the pre-period lies within lookback_days before the first day
             low = int(rows.day.min()) - lookback_days
-            orphans = orphan_downloads(db, cursor, prefix, low, int(rows.day.max()))
-            rows = without_orphans(rows, experiment, orphans)
-        pre = pre_period(db, cursor, prefix, experiment, rows, lookback_days, orphans)
+            changes = download_corrections(db, cursor, prefix, low, int(rows.day.max()))
+            rows = corrected(rows, experiment, changes)
+        pre = pre_period(db, cursor, prefix, experiment, rows, lookback_days, changes)
     return arm_days(rows, pre, first_day, last_day)
 
 
 def arm_days(rows: UserDays, pre: PrePeriod, first_day: int, last_day: int) -> list[ArmDay]:
-    """Per (arm, day) of the window, that day's own sums and the change it brings to the moments.
-
-    Every term is a sum of integers (exact in float64 below 2**53), over the window's rows in (arm, user,
-    day) order: a user's running totals are a cumulative sum restarted at each user's first row, and
-    the first-seen and pre-period terms sum over those first rows only.
-    """
+    """Per (arm, day) of the window, that day's own sums and the change it brings to the moments."""
     inside = (rows.day >= first_day) & (rows.day <= last_day)
-    group, day = rows.group[inside], rows.day[inside]
-    if not group.size:
+    window = rows if inside.all() else rows.select(inside)
+    if not window.group.size:
         return []
-    i, d = rows.impressions[inside].astype(np.float64), rows.downloads[inside].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    ci, cd = _running(i, starts), _running(d, starts)
     names = sorted(set(rows.arms))
     arm_code = np.searchsorted(np.asarray(names, dtype=object), np.asarray(rows.arms, dtype=object))
-    low, span = int(day.min()), int(day.max()) - int(day.min()) + 1
-    key = arm_code[group] * span + (day - low)
-    size = len(names) * span
-
-    def total(weights: FloatArray | None, where: IntArray | None = None) -> FloatArray:
-        keys = key if where is None else key[where]
-        return np.bincount(keys, weights=weights, minlength=size).astype(np.float64)
-
-    first = group[starts]  # each user's first row in the window: n and the pre-period terms
-    ip, dp = pre.impressions[first].astype(np.float64), pre.downloads[first].astype(np.float64)
-    ip_all, dp_all = pre.impressions[group].astype(np.float64), pre.downloads[group].astype(np.float64)
-    s_i, s_d = total(i), total(d)
-    sums = [total(None), s_i, s_d, total(i * i), total(d * d), total(i * d)]
-    sums += [total(None, starts), total(pre.has_history[first].astype(np.float64), starts)]
-    sums += [s_d, s_i, total(dp, starts), total(ip, starts)]
-    sums += [total(d * (2 * cd - d)), total(ci * d + cd * i - i * d), total(d * dp_all), total(d * ip_all)]
-    sums += [total(i * (2 * ci - i)), total(i * dp_all), total(i * ip_all)]
-    sums += [total(dp * dp, starts), total(dp * ip, starts), total(ip * ip, starts)]
-    table = np.stack(sums)
+    low, span = int(window.day.min()), int(window.day.max()) - int(window.day.min()) + 1
+    key = arm_code[window.group] * span + (window.day - low)
+    table = _day_sums(window, pre, key, len(names) * span)
     present = np.flatnonzero(table[0] > 0)
     return [
         _arm_day(names[int(k) // span], low + int(k) % span, table[:, k].tolist()) for k in present.tolist()
     ]
+
+
+def _day_sums(rows: UserDays, pre: PrePeriod, key: IntArray, size: int) -> FloatArray:
+    """The 22 sums of ``_arm_day``'s order per ``key`` (arm and day), shape [22, size].
+
+    Every term is a sum of integers (exact in float64 below 2**53) over rows in (arm, user, day)
+    order: a user's running totals are a cumulative sum restarted at the user's first row, and the
+    first-seen and pre-period terms sum over those first rows only. Terms are computed one after the
+    other so that few row-sized arrays live at once (the report's peak memory).
+    """
+
+    def total(weights: FloatArray | None, keys: IntArray = key) -> FloatArray:
+        return np.bincount(keys, weights=weights, minlength=size).astype(np.float64)
+
+    i, d = rows.impressions.astype(np.float64), rows.downloads.astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, rows.group[1:] != rows.group[:-1]])
+    first, first_key = rows.group[starts], key[starts]
+    ip, dp, has = (x[first].astype(np.float64) for x in (pre.impressions, pre.downloads, pre.has_history))
+    t = {"n": total(None), "i": total(i), "d": total(d), "ii": total(i * i), "dd": total(d * d)}
+    t |= {"id": total(i * d), "first": total(None, first_key), "has": total(has, first_key)}
+    t |= {"dp1": total(dp, first_key), "ip1": total(ip, first_key), "dpdp": total(dp * dp, first_key)}
+    t |= {"dpip": total(dp * ip, first_key), "ipip": total(ip * ip, first_key)}
+    cd = _running(d, starts)
+    t["cdd"] = total(d * (2 * cd - d))
+    ci = _running(i, starts)
+    t["cid"] = total(ci * d + cd * i - i * d)
+    del cd
+    t["cii"] = total(i * (2 * ci - i))
+    del ci
+    for name, per_user in (("dp", pre.downloads), ("ip", pre.impressions)):
+        per_row = per_user[rows.group].astype(np.float64)
+        t["d" + name], t["i" + name] = total(d * per_row), total(i * per_row)
+    order = ["n", "i", "d", "ii", "dd", "id", "first", "has", "d", "i", "dp1", "ip1", "cdd", "cid", "ddp"]
+    order += ["dip", "cii", "idp", "iip", "dpdp", "dpip", "ipip"]
+    return np.stack([t[name] for name in order])
 
 
 def _running(values: FloatArray, starts: IntArray) -> FloatArray:

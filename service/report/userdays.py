@@ -9,11 +9,13 @@ Python objects are the cost of reading millions of rows, so the rows travel as o
 (day offset, impressions, downloads) and the user ids once per (arm, user) group, from a second query
 on the same snapshot. A row whose numbers do not fit the packing is read unpacked (never in practice).
 
-**The download rule** (README: Report): a download counts only when an impression of the same
-(request, app) is stored, whichever arrived first. The per-user-day counts hold every download, so the
-few that have no impression are found in the events (``orphan_downloads``: an index of downloads by
-day, one probe of the unique (request, app, type) index each) and subtracted; a user-day left with no
-event at all is dropped, as if those downloads had never been posted.
+**The download rule** (README: Report): a download counts only as the conversion of a stored
+impression of the same (request, app), whichever arrived first, and on that impression's day; so
+every count of downloads (an arm's, a day's, a window's) is at most its count of impressions. The
+per-user-day counts hold every download on its own day, so ``download_corrections`` finds in the
+events (an index of downloads by day, one probe of the unique (request, app, type) index each) those
+with no impression, which are taken away, and those whose impression is on another day, which move to
+it; a user-day left with no event at all is dropped, as if those downloads had never been posted.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy.typing as npt
 from service.db import Cursor, Database
 
 IntArray = npt.NDArray[np.int64]
-OrphanKey = tuple[str, str, str, int]  # (experiment, arm, user, day)
+RowKey = tuple[str, str, str, int]  # (experiment, arm, user, day)
 _DAY_BITS, _IMP_BITS, _DL_BITS = 18, 23, 22  # 63 bits: a signed 64-bit integer in both stores
 _FITS = f"day - ? < {1 << _DAY_BITS} AND impressions < {1 << _IMP_BITS} AND downloads < {1 << _DL_BITS}"
 
@@ -61,13 +63,11 @@ _OTHER_ROWS = (
     "SELECT arm, user_id, day, impressions, downloads FROM {p}event_user_days "
     "WHERE experiment = ? AND day >= ? AND day < ?"
 )
-_ORPHAN_DOWNLOADS = """
-SELECT d.experiment, d.arm, d.user_id, d.day, COUNT(*) FROM {p}events AS d
-WHERE d.type = 'download' AND d.day >= ? AND d.day <= ? AND NOT EXISTS (
-    SELECT 1 FROM {p}events AS i
-    WHERE i.request_id = d.request_id AND i.app_id = d.app_id AND i.type = 'impression'
-)
-GROUP BY d.experiment, d.arm, d.user_id, d.day
+_MISPLACED_DOWNLOADS = """
+SELECT d.experiment, d.arm, d.user_id, d.day, i.day, COUNT(*) FROM {p}events AS d
+LEFT JOIN {p}events AS i ON i.request_id = d.request_id AND i.app_id = d.app_id AND i.type = 'impression'
+WHERE d.type = 'download' AND d.day >= ? AND d.day <= ? AND (i.day IS NULL OR i.day <> d.day)
+GROUP BY d.experiment, d.arm, d.user_id, d.day, i.day
 """
 
 
@@ -87,6 +87,17 @@ class UserDays:
     day: IntArray
     impressions: IntArray
     downloads: IntArray
+
+    def select(self, rows: npt.NDArray[np.bool_]) -> UserDays:
+        """The rows where ``rows`` is true (groups keep their indices, empty ones included)."""
+        return UserDays(
+            self.arms,
+            self.users,
+            self.group[rows],
+            self.day[rows],
+            self.impressions[rows],
+            self.downloads[rows],
+        )
 
     def first_days(self) -> IntArray:
         """Per group, its first day (every group has a row)."""
@@ -152,29 +163,40 @@ def read_user_days(db: Database, cursor: Cursor, prefix: str, experiment: str) -
     )
 
 
-def orphan_downloads(
+def download_corrections(
     db: Database, cursor: Cursor, prefix: str, first: int, last: int
-) -> dict[OrphanKey, int]:
-    """Downloads of days in [first, last] (any experiment) with no impression of their (request, app)."""
-    cursor.execute(db.sql(_ORPHAN_DOWNLOADS.format(p=prefix)), (first, last))
-    return {(str(e), str(a), str(u), int(d)): int(n) for e, a, u, d, n in cursor.fetchall()}
+) -> dict[RowKey, int]:
+    """What the download rule changes in the downloads of each user-day, for downloads dated in [first, last].
+
+    A download without an impression is taken away; one whose impression is on another day moves there
+    (the impression's user-day exists: a download and its impression share request, so experiment,
+    arm and user). Keys with no net change are left out.
+    """
+    cursor.execute(db.sql(_MISPLACED_DOWNLOADS.format(p=prefix)), (first, last))
+    changes: dict[RowKey, int] = {}
+    for experiment, arm, user, day, impression_day, count in cursor.fetchall():
+        key = (str(experiment), str(arm), str(user))
+        changes[(*key, int(day))] = changes.get((*key, int(day)), 0) - int(count)
+        if impression_day is not None:
+            changes[(*key, int(impression_day))] = changes.get((*key, int(impression_day)), 0) + int(count)
+    return {key: change for key, change in changes.items() if change}
 
 
-def without_orphans(rows: UserDays, experiment: str, orphans: Mapping[OrphanKey, int]) -> UserDays:
-    """``rows`` less the downloads that have no impression; user-days and groups left empty dropped."""
-    mine = {(a, u, d): n for (e, a, u, d), n in orphans.items() if e == experiment}
+def corrected(rows: UserDays, experiment: str, changes: Mapping[RowKey, int]) -> UserDays:
+    """``rows`` with the download rule's changes; user-days and groups left with no event dropped."""
+    mine = {(a, u, d): n for (e, a, u, d), n in changes.items() if e == experiment}
     if not mine:
         return rows
     index = {key: g for g, key in enumerate(zip(rows.arms, rows.users, strict=True))}
     starts = np.searchsorted(rows.group, np.arange(len(rows.arms) + 1))
     downloads = rows.downloads.copy()
-    for (arm, user, day), count in mine.items():
+    for (arm, user, day), change in mine.items():
         g = index.get((arm, user))
         if g is None:
             continue
         at = starts[g] + int(np.searchsorted(rows.day[starts[g] : starts[g + 1]], day))
         if at < starts[g + 1] and rows.day[at] == day:
-            downloads[at] = max(0, downloads[at] - count)
+            downloads[at] = max(0, downloads[at] + change)
     keep = (rows.impressions > 0) | (downloads > 0)
     kept_groups, group = np.unique(rows.group[keep], return_inverse=True)
     return UserDays(
@@ -201,12 +223,13 @@ def pre_period(
     experiment: str,
     rows: UserDays,
     lookback_days: int,
-    orphans: Mapping[OrphanKey, int],
+    changes: Mapping[RowKey, int],
 ) -> PrePeriod:
     """Each group's user's events in the ``lookback_days`` before their first day in the experiment.
 
     The pre-period is the user's, across every other experiment of the store (rows of this experiment
-    come on or after its first day by definition), under the same download rule.
+    come on or after its first day by definition), under the same download rule (``changes``: a
+    download moved into the pre-period from a day outside the store's rows read is not seen).
     """
     zeros = np.zeros(len(rows.arms), dtype=np.int64)
     if lookback_days == 0 or not rows.arms:
@@ -222,7 +245,7 @@ def pre_period(
         cursor.execute(db.sql(_OTHER_ROWS.format(p=prefix)), (other, low, high))
         for arm, user, day, impressions, downloads in cursor.fetchall():
             u = codes.get(str(user))
-            kept = downloads - orphans.get((other, str(arm), str(user), int(day)), 0)
+            kept = downloads + changes.get((other, str(arm), str(user), int(day)), 0)
             if u is not None and (impressions > 0 or kept > 0):
                 found.append((u, int(day), int(impressions), max(0, int(kept))))
     table = np.asarray(found, dtype=np.int64).reshape(-1, 4)

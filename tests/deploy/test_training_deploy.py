@@ -28,6 +28,7 @@ from training.launch import Topology, torchrun_arguments
 
 TRAINING = REPO / "deploy" / "k8s" / "training"
 MANIFESTS = sorted(path for path in TRAINING.glob("*.yaml") if path.name != "kustomization.yaml")
+PREPARE = TRAINING / "prepare-job.yaml"  # applied on its own, before the training Job
 TRAIN_IMAGE = REPO / "Dockerfile.train"
 
 
@@ -35,24 +36,24 @@ def kind(name: str) -> list[dict[str, Any]]:
     return [document for path in MANIFESTS for document in documents(path) if document["kind"] == name]
 
 
-def job() -> dict[str, Any]:
-    (found,) = kind("Job")
+def job(name: str = "apprank-train") -> dict[str, Any]:
+    (found,) = [document for document in kind("Job") if document["metadata"]["name"] == name]
     return found
 
 
-def pod() -> dict[str, Any]:
-    spec: dict[str, Any] = job()["spec"]["template"]["spec"]
+def pod(name: str = "apprank-train") -> dict[str, Any]:
+    spec: dict[str, Any] = job(name)["spec"]["template"]["spec"]
     return spec
 
 
-def container() -> dict[str, Any]:
-    containers: list[dict[str, Any]] = pod()["containers"]
+def container(name: str = "apprank-train") -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod(name)["containers"]
     assert len(containers) == 1
     return containers[0]
 
 
-def option(name: str) -> str:
-    args: list[str] = container()["args"]
+def option(name: str, job_name: str = "apprank-train") -> str:
+    args: list[str] = container(job_name)["args"]
     return args[args.index(name) + 1]
 
 
@@ -68,7 +69,7 @@ def test_training_manifests_validate_against_the_kubernetes_schema(path: Path) -
 
 def test_the_training_kustomization_applies_every_manifest_in_the_namespace() -> None:
     kustomization = yaml.safe_load((TRAINING / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == [path.name for path in MANIFESTS]
+    assert sorted(kustomization["resources"]) == [path.name for path in MANIFESTS if path != PREPARE]
     assert kustomization["namespace"] == "apprank"
     assert {document["metadata"]["namespace"] for path in MANIFESTS for document in documents(path)} == {
         "apprank"
@@ -112,16 +113,16 @@ def test_the_collectives_bind_to_the_pod_interface() -> None:
     assert env()["GLOO_SOCKET_IFNAME"]["value"] == env()["NCCL_SOCKET_IFNAME"]["value"] == "eth0"
 
 
-def train_options() -> set[str]:
+def command_options(name: str) -> set[str]:
+    """The options of ``apprank <name>``, from the CLI itself."""
     command = typer.main.get_command(build_app())
     assert isinstance(command, typer.core.TyperGroup)
-    train = command.commands["train"]
-    return {flag for parameter in train.params for flag in getattr(parameter, "opts", [])}
+    return {flag for parameter in command.commands[name].params for flag in getattr(parameter, "opts", [])}
 
 
 def test_the_job_command_is_one_the_cli_accepts_for_every_pod() -> None:
     args: list[str] = container()["args"]
-    assert {arg for arg in args if arg.startswith("--")} <= train_options()
+    assert {arg for arg in args if arg.startswith("--")} <= command_options("train")
     nnodes = int(option("--nnodes"))
     for index in range(nnodes):
         topology = Topology(
@@ -169,6 +170,21 @@ def test_only_the_trainer_pods_reach_the_trainer_pods() -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
     assert rule == {"from": [{"podSelector": {"matchLabels": selector}}]}  # every port, trainers only
+
+
+def test_the_prepare_job_writes_the_dataset_the_training_job_reads() -> None:
+    args: list[str] = container("apprank-prepare")["args"]
+    assert args[0] == "prepare"
+    assert {arg for arg in args if arg.startswith("--")} <= command_options("prepare")
+    assert option("--out", "apprank-prepare") == option("--data")
+    assert container("apprank-prepare")["image"] == container()["image"]
+    (mount,) = [m for m in container("apprank-prepare")["volumeMounts"] if m["name"] == "datasets"]
+    assert not mount.get("readOnly", False)  # it writes there; the training pods only read
+    for name in ("apprank-prepare", "apprank-train"):
+        (volume,) = [v for v in pod(name)["volumes"] if v["name"] == "datasets"]
+        assert volume["persistentVolumeClaim"]["claimName"] == "apprank-datasets"
+    assert pod("apprank-prepare")["securityContext"]["runAsUser"] == 10001
+    assert container("apprank-prepare")["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 @pytest.fixture(scope="module")

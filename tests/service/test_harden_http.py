@@ -15,9 +15,12 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from service.app import create_app
+from service.rank.served import MAX_LOGGED_CHARS
 from service.settings import ServiceSettings
+from tests.service.bundles import item_features
 from tests.service.conftest import ADMIN, TOKENS, fifty_fifty, rank_body
 from tests.service.test_events_support import StoreTarget
 
@@ -177,6 +180,9 @@ def test_events_refuse_what_no_store_can_hold_and_keep_the_rest(api: TestClient)
     }
     again = api.post("/events", content=body, headers=JSON).json()
     assert (again["accepted"], again["duplicates"]) == (0, 2)
+    huge = {**impression("x", apps[2]), "event_id": 10**300}  # an integer id is held to 256 digits too
+    refused = api.post("/events", content=json.dumps({"events": [huge]}).encode(), headers=JSON)
+    assert refused.status_code == 422 and refused.json()["rejected"][0]["field"] == "events[0].event_id"
 
 
 def test_head_answers_wherever_get_does(client: TestClient) -> None:
@@ -228,3 +234,33 @@ def test_rank_and_events_take_json_only(client: TestClient) -> None:
     request = client.build_request("POST", "/rank", content=plain)
     assert "content-type" not in request.headers  # httpx sets none for raw content
     assert client.send(request).status_code == 200
+
+
+def cut_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("apprank_served_values_cut_total", {"reason": reason}) or 0.0
+
+
+def test_only_schema_fields_are_logged_and_values_are_capped(api: TestClient) -> None:
+    """Case 6: a served list logs only the serving model's schema fields, each value cut to
+    MAX_LOGGED_CHARS, and counts what it drops or cuts (unknown keys were logged verbatim)."""
+    body = rank_body(4)
+    long_field = next(iter(item_features(0)))
+    body["candidates"][0]["features"].update({"junk": "j" * 50_000, long_field: "v" * 50_000})
+    body["context"]["junk"] = ["k" * 100] * 1000
+    body["user"] = {"junk": {"deep": "x" * 50_000}}
+    dropped, cut = cut_count("unknown_field"), cut_count("too_long")
+    ranked = api.post("/rank", json=body)
+    assert ranked.status_code == 200, ranked.text
+    log = api.app.state.service.event_log  # type: ignore[attr-defined]
+    assert log.writer.flush(10)
+    with log.store.db.read() as cursor:
+        prefix = log.store.prefix
+        cursor.execute(f"SELECT user_json, context_json FROM {prefix}served_lists")
+        user_json, context_json = cursor.fetchone()
+        cursor.execute(f"SELECT app_id, features_json FROM {prefix}served_items")
+        items = {app_id: orjson.loads(text) for app_id, text in cursor.fetchall()}
+    assert orjson.loads(user_json) == {}
+    assert orjson.loads(context_json) == rank_body(4)["context"]
+    assert items["a0"] == {**item_features(0), long_field: "v" * MAX_LOGGED_CHARS}
+    assert items["a1"] == item_features(1)
+    assert (cut_count("unknown_field") - dropped, cut_count("too_long") - cut) == (3, 1)

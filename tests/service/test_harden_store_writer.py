@@ -8,6 +8,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,3 +164,29 @@ def test_one_unstorable_event_never_fails_another_requests_events(
     assert (refused.index, refused.field, refused.code) == (29, "events[29]", "unstorable")
     overall = [r for r in patient_log.store.arm_sums("exp", 0, 10**7) if r.day is None]
     assert [r.impressions for r in overall] == [10]
+
+
+def test_an_event_for_another_workers_unwritten_list_is_503_not_422(target: StoreTarget) -> None:
+    """Case 3 across workers (which share no memory): worker B knows nothing of worker A's queue, but a
+    request_id minted by /rank less than the retry horizon ago may still be written: 503, retryable."""
+    slow = EventLogConfig(flush_interval_s=30.0)
+    worker_a = EventLog.open(target.url, slow, counters=EventCounters(), prefix=target.prefix)
+    quick = EventLogConfig(unknown_request_grace_s=0.0)
+    worker_b = EventLog.open(target.url, quick, counters=EventCounters(), prefix=target.prefix)
+    worker_a.start()
+    worker_b.start()
+    try:
+        request_id = new_request_id()
+        worker_a.sink.submit(served_list(request_id))
+        with TestClient(app_for(worker_b)) as client:
+            pending = client.post("/events", json={"events": [event(1, request_id=request_id, app_id="b")]})
+            assert pending.status_code == 503 and pending.headers["retry-after"] == "1"
+            assert pending.json()["detail"][0]["type"] == "retry_later"
+            assert worker_a.writer.flush(5.0)
+            assert post(client, [event(1, request_id=request_id, app_id="b")])[1]["accepted"] == 1
+            old = f"{int((time.time() - 3600) * 1000):012x}" + "0" * 20  # minted an hour ago
+            status, body = post(client, [event(2, request_id=old, app_id="b")])
+            assert status == 422 and body["rejected"][0]["code"] == "unknown_request"
+    finally:
+        worker_a.close()
+        worker_b.close()

@@ -117,3 +117,31 @@ def test_export_labels_the_downloads_the_report_counts(
     arms = figures(client)["arms"]
     assert summary.rows == sum(arm["impressions"] for arm in arms) == 31
     assert summary.positives == sum(arm["downloads"] for arm in arms) == 18
+
+
+def test_a_download_counts_on_the_day_of_its_impression(event_log: EventLog) -> None:
+    """Shown yesterday, downloaded (or so the client says) today: yesterday's conversion, no CTR above 1."""
+    yesterday = (time.time() // 86400 - 1) * 86400 + 43200
+    event_log.sink.submit(served_list("late", user_id="c1", ts=yesterday))
+    event_log.sink.submit(served_list("now", user_id="c1"))
+    app = FastAPI()
+    add_error_handlers(app)
+    lookup: ExperimentLookup = lambda name: ARMS if name == "exp" else None  # noqa: E731
+    app.include_router(events_router(lambda: event_log))
+    app.include_router(report_router(lambda: event_log, lambda: lookup))
+    with TestClient(app) as client:
+        post(client, [event(1, "impression", "late", "a", user_id="c1", ts=yesterday + 60)])
+        post(client, [event(2, "download", "late", "a", user_id="c1")])
+        post(client, [event(3, "impression", "now", "a", user_id="c1")])
+        report = figures(client)
+    days = [
+        (day["day"], [(a["impressions"], a["downloads"]) for a in day["arms"]]) for day in report["daily"]
+    ]
+    assert [counts for _, counts in days] == [[(1, 1)], [(1, 0)]]
+    control = report["arms"][0]
+    assert (control["arm"], control["impressions"], control["downloads"], control["ctr"]) == (
+        "control",
+        2,
+        1,
+        0.5,
+    )

@@ -150,3 +150,11 @@ def test_real_files_through_prepare_and_train(
     assert bundle.manifest.data_fingerprint == dataset.manifest.data_fingerprint
     assert metrics["training"]["streamed"] == 1.0 and metrics["test"]["rows"] == dataset.rows("test")
     assert metrics["test"]["auc"] > (0.65 if "criteo" in name else 0.85)
+    scored = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "bundle"), "--data", str(tmp_path / "ds"), "--json"]
+    )
+    assert scored.exit_code == 0, scored.output
+    (onnx,) = json.loads(scored.output)
+    assert onnx["rows"] == metrics["test"]["rows"] and onnx["auc"] == pytest.approx(
+        metrics["test"]["auc"], abs=1e-4
+    )

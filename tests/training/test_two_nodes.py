@@ -19,14 +19,19 @@ import pytest
 
 from model.bundle import read_bundle
 from tests import netns
-from tests.conftest import require
+from tests.conftest import require, wait_until
+from training.config import TrainConfig
 from training.prepared.reader import PreparedDataset, assigned, epoch_order
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 29400  # any port: the namespaces are fresh, nothing else listens in them
-SETS = ("model=fm", "epochs=1", "batch_size=1024", "threads=1", "precision=fp32")
+BASE = ("model=fm", "batch_size=1024", "threads=1", "precision=fp32")
+# no epoch can gain 1.0 AUC: epoch 2 is stale and the run stops there, on every rank or the run hangs
+SETS = (*BASE, "epochs=5", "early_stopping.patience=1", "early_stopping.min_delta=1")
+ENDLESS = (*BASE, "epochs=10000", "early_stopping.patience=10000")
 PREPARE_SETS = ("max_rows=40000", "prepare.row_group_rows=4096")  # 10 row groups, the last of 3,136 rows
 TIMEOUT_S = 300
+SEED: int = TrainConfig.model_fields["seed"].default  # the runs' seed: none is set
 READ = re.compile(r"rank (\d+)/(\d+) train epoch (\d+): read (\d+) row groups, (\d+) rows, (\d+) steps")
 
 
@@ -45,9 +50,42 @@ def pair() -> Iterator[netns.VethPair]:
     pair.remove()
 
 
-def _train_command(data: Path, out: Path, *launch: str) -> list[str]:
+def _train_command(data: Path, out: Path, *launch: str, sets: tuple[str, ...] = SETS) -> list[str]:
     command = [sys.executable, "-m", "apprank", "train", "--data", str(data), "--out", str(out)]
-    return command + [arg for item in SETS for arg in ("--set", item)] + list(launch)
+    return command + [arg for item in sets for arg in ("--set", item)] + list(launch)
+
+
+def _node_commands(
+    pair: netns.VethPair, data: Path, out: Path, sets: tuple[str, ...] = SETS
+) -> list[list[str]]:
+    """``apprank train`` of node 0 in namespace a and node 1 in namespace b, bundles at ``out``/node<r>."""
+    launch = ("--nnodes", "2", "--master-addr", pair.a.address, "--master-port", str(PORT), "--nproc", "1")
+    commands = []
+    for rank, node in enumerate((pair.a, pair.b)):
+        argv = _train_command(data, out / f"node{rank}", *launch, "--node-rank", str(rank), sets=sets)
+        # gloo binds to the interface named here (the host name resolves to an address the namespace lacks)
+        commands.append(node.command(argv, {"GLOO_SOCKET_IFNAME": node.interface}))
+    return commands
+
+
+def _start(commands: list[list[str]], logs: list[Path]) -> list[subprocess.Popen[bytes]]:
+    processes = []
+    for command, log in zip(commands, logs, strict=True):
+        with log.open("wb") as sink:
+            processes.append(subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT))
+    return processes
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """End what still runs: torchrun ends its workers on SIGTERM (the fixture kills what is left)."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _run_all(commands: list[list[str]], logs: list[Path]) -> None:
@@ -56,10 +94,7 @@ def _run_all(commands: list[list[str]], logs: list[Path]) -> None:
     Polls rather than waiting on one process after another: a node that fails early leaves its peer
     waiting for it, and that peer must not hold the test until the deadline.
     """
-    processes: list[subprocess.Popen[bytes]] = []
-    for command, log in zip(commands, logs, strict=True):
-        with log.open("wb") as sink:
-            processes.append(subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT))
+    processes = _start(commands, logs)
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while any(p.poll() is None for p in processes) and not any(p.returncode for p in processes):
@@ -67,14 +102,7 @@ def _run_all(commands: list[list[str]], logs: list[Path]) -> None:
                 pytest.fail(f"the runs did not finish within {TIMEOUT_S} s")
             time.sleep(0.2)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()  # torchrun ends its workers on SIGTERM; the fixture kills what is left
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        _stop(processes)
     for process, log in zip(processes, logs, strict=True):
         assert process.returncode == 0, f"{log.name} exited {process.returncode}:\n{log.read_text()[-3000:]}"
 
@@ -107,11 +135,14 @@ server.accept()[0].close()
 """
 
 
-def _prepare(data: Path, out: Path) -> PreparedDataset:
-    command = [sys.executable, "-m", "apprank", "prepare", "--data", str(data), "--out", str(out)]
-    command += [arg for item in PREPARE_SETS for arg in ("--set", item)]
+@pytest.fixture(scope="module")
+def prepared(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A frappe_ctr subset through ``apprank prepare``, shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("two-nodes") / "prepared"
+    command = [sys.executable, "-m", "apprank", "prepare", "--data", str(data_dir / "frappe_ctr")]
+    command += ["--out", str(out), *[arg for item in PREPARE_SETS for arg in ("--set", item)]]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=TIMEOUT_S)
-    return PreparedDataset(out)
+    return out
 
 
 def _reads(log: Path) -> list[tuple[int, ...]]:
@@ -119,15 +150,10 @@ def _reads(log: Path) -> list[tuple[int, ...]]:
     return [tuple(int(value) for value in match) for match in READ.findall(log.read_text())]
 
 
-def test_two_nodes_train_like_one_process(pair: netns.VethPair, data_dir: Path, tmp_path: Path) -> None:
-    prepared = tmp_path / "prepared"
-    dataset = _prepare(data_dir / "frappe_ctr", prepared)
-    launch = ("--nnodes", "2", "--master-addr", pair.a.address, "--master-port", str(PORT), "--nproc", "1")
+@pytest.mark.slow
+def test_two_nodes_train_like_one_process(pair: netns.VethPair, prepared: Path, tmp_path: Path) -> None:
     commands = [_train_command(prepared, tmp_path / "one", "--nproc", "1")]
-    for rank, node in enumerate((pair.a, pair.b)):
-        argv = _train_command(prepared, tmp_path / f"node{rank}", *launch, "--node-rank", str(rank))
-        # gloo binds to the interface named here (the host name resolves to an address the namespace lacks)
-        commands.append(node.command(argv, {"GLOO_SOCKET_IFNAME": node.interface}))
+    commands += _node_commands(pair, prepared, tmp_path)
     logs = [tmp_path / name for name in ("one.log", "node0.log", "node1.log")]
     _run_all(commands, logs)
     single = read_bundle(tmp_path / "one").manifest.metrics
@@ -136,25 +162,53 @@ def test_two_nodes_train_like_one_process(pair: netns.VethPair, data_dir: Path, 
     assert single["training"]["streamed"] == double["training"]["streamed"] == 1.0
     assert abs(single["test"]["auc"] - double["test"]["auc"]) <= 0.002, (single["test"], double["test"])
     assert double["test"]["auc"] > 0.85  # it learned
-    _check_reads(dataset, logs)
+    assert single["training"]["epochs"] == double["training"]["epochs"] == 2  # stopped early, together
+    _check_reads(PreparedDataset(prepared), logs)
+
+
+@pytest.mark.slow
+def test_a_lost_node_fails_the_run_instead_of_hanging(
+    pair: netns.VethPair, prepared: Path, tmp_path: Path
+) -> None:
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
+    processes = _start(_node_commands(pair, prepared, tmp_path, ENDLESS), logs)
+    try:
+        wait_until(
+            lambda: processes[0].poll() is not None or "epoch 2:" in logs[0].read_text(),
+            TIMEOUT_S,
+            "node 0 training",
+        )
+        assert processes[0].poll() is None, logs[0].read_text()[-3000:]
+        assert pair.kill(pair.b)  # node 1's machine is gone: its launcher and its worker
+        wait_until(lambda: processes[0].poll() is not None, 120, "node 0 to give up on the lost node")
+    finally:
+        _stop(processes)
+    assert processes[0].returncode != 0
+    assert pair.b.address in logs[0].read_text()  # the error names the peer it lost
+    assert not (tmp_path / "node0").exists()  # no bundle from a broken run
 
 
 def _check_reads(dataset: PreparedDataset, logs: list[Path]) -> None:
-    """Each node read only its own row groups, and the two together every row of the epoch once."""
+    """Each epoch, each node read only its own row groups, and the two together every row once."""
     groups = dataset.row_groups("train")
     rows = dataset.rows("train")
-    assert _reads(logs[0]) == [(0, 1, 1, len(groups), rows, _reads(logs[0])[0][5])]
+    epochs = (1, 2)
+    single = _reads(logs[0])
+    assert [read[:5] for read in single] == [(0, 1, epoch, len(groups), rows) for epoch in epochs]
     per_node = [_reads(log) for log in logs[1:]]
     for rank, reads in enumerate(per_node):
         own = assigned(groups, rank, 2)
-        # one epoch, this node's rank only: exactly its row groups' count and rows
-        assert reads == [(rank, 2, 1, len(own), sum(g.rows for g in own), reads[0][5])], reads
-    assert per_node[0][0][5] == per_node[1][0][5]  # the same number of steps on both nodes
+        # this node's rank only, every epoch: exactly its row groups' count and rows
+        assert [read[:5] for read in reads] == [
+            (rank, 2, epoch, len(own), sum(g.rows for g in own)) for epoch in epochs
+        ], reads
+    assert {read[5] for reads in per_node for read in reads} == {per_node[0][0][5]}  # same steps everywhere
     assert per_node[0][0][4] != per_node[1][0][4]  # uneven: the short row group went to one node only
-    assert sum(reads[0][4] for reads in per_node) == rows  # every row once over the two nodes
-    # the assignment the loader reads by: a partition of the row groups, in a per-epoch seeded order
-    owned = [{g.index for g in epoch_order(groups, 1, 1, rank, 2)} for rank in range(2)]
-    assert owned[0] | owned[1] == {g.index for g in groups} and not owned[0] & owned[1]
+    for epoch in epochs:
+        assert sum(reads[epoch - 1][4] for reads in per_node) == rows  # every row once over the nodes
+        # the assignment the loader reads by: a partition of the row groups, in a per-epoch seeded order
+        owned = [{g.index for g in epoch_order(groups, SEED, epoch, rank, 2)} for rank in range(2)]
+        assert owned[0] | owned[1] == {g.index for g in groups} and not owned[0] & owned[1]
 
 
 def test_namespaces_of_a_dead_run_are_removed_and_a_live_runs_kept(pair: netns.VethPair) -> None:
