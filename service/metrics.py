@@ -78,7 +78,7 @@ SERVED_VALUES_CUT = Counter(
 )
 MODEL_LOADED = Gauge(
     "apprank_model_loaded",
-    "1 while a model version is loaded.",
+    "1 while a model version is loaded and current (what the plain model name serves), else 0.",
     ["model", "version"],
     multiprocess_mode="livemax",
 )

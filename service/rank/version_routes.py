@@ -127,7 +127,7 @@ async def rollback(
     return await _apply(state, name, "rollback", body.version, actor)
 
 
-@router.get("/{name}/audit", response_model=list[ModelAuditEntry])
+@router.get("/{name}/audit", response_model=list[ModelAuditEntry], responses=documented(404))
 async def audit(name: str, state: Annotated[ServiceState, Depends(get_state)]) -> list[ModelAuditEntry]:
     """The version changes of model ``name``, oldest first (404 for a name no model can have)."""
     if not valid_name(name):
