@@ -63,6 +63,7 @@ def retrain_command(
         datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="last UTC day of the window (default: yesterday)"),
     ] = None,
+    keep: Annotated[int | None, typer.Option(min=1, help="versions kept (default 5)")] = None,
     config: Annotated[Path | None, typer.Option(help="retrain YAML (days, keep, train, gate)")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="training override key=value")] = None,
     db: Annotated[str | None, typer.Option(help="database URL (default: APPRANK_DATABASE_URL)")] = None,
@@ -86,7 +87,7 @@ def retrain_command(
     from service.settings import ServiceSettings
 
     settings = ServiceSettings()
-    retrain = load_retrain_config(config, days=days, holdout_days=holdout_days)
+    retrain = load_retrain_config(config, days=days, holdout_days=holdout_days, keep=keep)
     last_day = end.date() if end is not None else datetime.now(UTC).date() - timedelta(days=1)
     try:
         window = Window.ending(last_day, retrain.days, retrain.holdout_days)
