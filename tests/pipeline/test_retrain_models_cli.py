@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from apprank.cli import build_app
 from model.encoder import FeatureEncoder
 from model.versions import current_version
 from service.db import Database
+from service.experiments.store import MODELS, ExperimentStore
 from service.rank.model_admin import ModelAdmin
 from tests.service.bundles import fit_frappe_encoder, random_weights, write_lr_bundle
 from tests.service.test_versions import V1, V2, V3, publish_lr
@@ -82,3 +85,40 @@ def test_bad_changes_are_refused_and_leave_the_pointer(
     result = CliRunner().invoke(build_app(), ["models", *args, "--models", str(models), "--db", db])
     assert result.exit_code != 0 and message in result.output
     assert current_version(models / "lr") == V3
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A database URL and a table prefix of this test alone (PostgreSQL: dropped afterwards)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}", prefix
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url, prefix
+    db = Database(url)
+    try:
+        with db.transaction() as cursor:
+            for table in ("experiments", "experiment_audit", "service_state", "health", "model_audit"):
+                cursor.execute(f"DROP TABLE IF EXISTS {prefix}{table}")
+            stores = (f"{prefix}experiments", f"{prefix}model_versions")
+            for store in stores:
+                cursor.execute(db.sql("DELETE FROM apprank_migrations WHERE store = ?"), (store,))
+    finally:
+        db.close()
+
+
+def test_a_change_bumps_the_counter_every_worker_polls(models: Path, database_url: tuple[str, str]) -> None:
+    url, prefix = database_url
+    result = CliRunner().invoke(
+        build_app(), ["models", "rollback", "lr", "--models", str(models), "--db", url, "--prefix", prefix]
+    )
+    assert result.exit_code == 0, result.output
+    database = Database(url)
+    try:
+        store = ExperimentStore(database, prefix)
+        assert store.generations()[MODELS] == 1
+        audit = ModelAdmin(models, database, prefix).audit("lr")
+    finally:
+        database.close()
+    assert [(a.action, a.before, a.after) for a in audit] == [("rollback", V3, V2)]
