@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.bundle import MANIFEST, read_manifest
+from model.bundle import read_manifest
+from model.versions import current_path, has_bundle
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,13 @@ class BootstrapResult:
 
 
 def bundle_names(models_dir: Path) -> list[str]:
-    """Subdirectories of ``models_dir`` holding a bundle manifest (hidden and staging folders skipped)."""
+    """Subdirectories of ``models_dir`` holding a bundle or its versions (hidden, staging ones skipped)."""
     if not models_dir.is_dir():
         return []
     return sorted(
         path.name
         for path in models_dir.iterdir()
-        if path.is_dir() and not path.name.startswith((".", "_")) and (path / MANIFEST).is_file()
+        if path.is_dir() and not path.name.startswith((".", "_")) and has_bundle(path)
     )
 
 
@@ -164,8 +165,8 @@ def write_experiments_file(path: Path) -> str:
 
 def _test_auc(config: BootstrapConfig, name: str) -> float | None:
     path = config.models_dir / name
-    if not (path / MANIFEST).is_file():
+    if not has_bundle(path):
         return None
-    test = read_manifest(path).metrics.get("test", {})
+    test = read_manifest(current_path(path)).metrics.get("test", {})
     auc = test.get("auc")
     return None if auc is None else float(auc)

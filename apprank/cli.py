@@ -19,13 +19,22 @@ COMMAND_MODULES: tuple[str, ...] = (
     "service.cli",
     "pipeline.events_cli",
     "pipeline.report_cli",
+    "pipeline.models_cli",
+    "pipeline.retrain_cli",
     "apprank.run",
     "simulation.simulate",
 )
 # The serving image installs only the `serve` extra: commands that need the training extras
 # (torch, pandas, pyarrow...) are left out there instead of breaking `apprank --help`.
 TRAINING_ONLY = frozenset(
-    {"training.cli", "training.tune_cli", "simulation.synth_cli", "apprank.run", "simulation.simulate"}
+    {
+        "training.cli",
+        "training.tune_cli",
+        "simulation.synth_cli",
+        "apprank.run",
+        "simulation.simulate",
+        "pipeline.retrain_cli",
+    }
 )
 log = logging.getLogger(__name__)
 

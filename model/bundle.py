@@ -110,7 +110,8 @@ def write_bundle(
     """Assemble a bundle at ``out`` from ``staging`` (which already holds model.onnx and weights).
 
     The directory appears atomically: everything is written in ``staging`` and then renamed, so a
-    service watching ``out``'s parent never sees half a bundle.
+    service watching ``out``'s parent never sees half a bundle. When ``out`` is a versioned model
+    directory (``model.versions``), the bundle is published there as a new, current version.
     """
     if manifest.schema_hash != schema.content_hash():
         raise BundleError("manifest schema_hash differs from the schema's content hash")
@@ -123,6 +124,11 @@ def write_bundle(
     encoder.save(staging / ENCODER)
     (staging / METRICS).write_text(json.dumps(manifest.metrics, indent=2, sort_keys=True) + "\n")
     (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    if (out / "current").is_file():
+        # a versioned model directory (model.versions): add a version, never replace the history
+        from model.versions import publish
+
+        return publish(out, staging, manifest.version)
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.bundle import SCHEMA, read_manifest
+from model.bundle import SCHEMA, BundleError, read_manifest
 from model.files import TableWriter, save_schema_yaml, schema_sibling
 from model.schema import FeatureSchema, FeatureSpec, Source
+from model.versions import current_path, version_path
 from service.events.rows import LabeledRow
 from service.events.store import EventStore
 
@@ -39,12 +40,13 @@ class ExportSummary:
 
 
 def schema_from_bundles(models: Sequence[tuple[str, str]], models_dir: Path) -> FeatureSchema:
-    """The one schema of the bundles that served (``models_dir/<model>``); they must agree."""
+    """The one schema of the bundles that served (``models_dir/<model>``: the logged version when it is
+    kept, else the current one); they must agree."""
     if not models:
         raise ExportError("no served lists in that window: nothing tells which model's schema to use")
     schemas: dict[str, FeatureSchema] = {}
     for model, version in models:
-        directory = models_dir / model
+        directory = bundle_dir(models_dir / model, version)
         if not (directory / SCHEMA).is_file():
             raise ExportError(f"{directory}: no bundle for model {model!r}; give --schema")
         bundle_version = read_manifest(directory).version
@@ -58,6 +60,18 @@ def schema_from_bundles(models: Sequence[tuple[str, str]], models_dir: Path) -> 
             f"models {sorted(schemas)} have different schemas; export one arm's model with --schema"
         )
     return next(iter(schemas.values()))
+
+
+def bundle_dir(model_dir: Path, version: str) -> Path:
+    """The bundle of ``version`` of the model at ``model_dir``, else its current one, else the directory."""
+    try:
+        return version_path(model_dir, version)
+    except BundleError:
+        pass
+    try:
+        return current_path(model_dir)
+    except BundleError:
+        return model_dir
 
 
 def raw_value(row: LabeledRow, spec: FeatureSpec, schema: FeatureSchema) -> Any:

@@ -35,11 +35,13 @@ from service.experiments.sync import StoreSync
 from service.health import router as health_router
 from service.metrics import event_metrics
 from service.middleware import BodyMiddleware, HeadMiddleware, MetricsMiddleware
+from service.rank.model_admin import ModelAdmin
 from service.rank.model_routes import router as models_router
 from service.rank.rank_service import RankService
 from service.rank.registry import LoadOptions, ModelRegistry
 from service.rank.routes import document_rank, rank_route
 from service.rank.served import NullSink, ServedListSink
+from service.rank.version_routes import router as versions_router
 from service.report.build import ExperimentArms
 from service.report.routes import ExperimentLookup, lookup_from_store, report_router
 from service.settings import ServiceSettings
@@ -58,6 +60,7 @@ def build_state(settings: ServiceSettings) -> ServiceState:
     db = Database(settings.database_url)
     store = ExperimentStore(db, settings.table_prefix)
     store.migrate()
+    ModelAdmin(settings.models_dir, db, settings.table_prefix).migrate()
     options = LoadOptions(
         settings.ort_device,
         settings.ort_intra_op_threads,
@@ -116,6 +119,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.router.routes.append(rank_route())
     document_rank(app, settings.max_candidates)
     app.include_router(models_router)
+    app.include_router(versions_router)
     app.include_router(experiments_router)
     app.include_router(health_router)
     if settings.event_log:

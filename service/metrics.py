@@ -78,11 +78,30 @@ SERVED_VALUES_CUT = Counter(
 )
 MODEL_LOADED = Gauge(
     "apprank_model_loaded",
-    "1 while a model version is loaded.",
+    "1 while a model version is loaded and current (what the plain model name serves), else 0.",
     ["model", "version"],
     multiprocess_mode="livemax",
 )
 MODEL_LOAD_FAILURES = Counter("apprank_model_load_failures", "Bundles refused at load.", ["model"])
+MODEL_AGE = Gauge(
+    "apprank_model_age_seconds",
+    "Age of the serving version of a model (since its bundle was created).",
+    ["model"],
+    multiprocess_mode="livemin",
+)
+# The last `apprank retrain` of a model, read from the status file it leaves on the models volume.
+RETRAIN_OUTCOME = Gauge(
+    "apprank_retrain_outcome",
+    "1 for the outcome of the last retrain (published, refused by the gate, failed), 0 for the others.",
+    ["model", "outcome"],
+    multiprocess_mode="livemax",
+)
+RETRAIN_FINISHED = Gauge(
+    "apprank_retrain_last_run_timestamp_seconds",
+    "When the last retrain of a model finished (unix time).",
+    ["model"],
+    multiprocess_mode="livemax",
+)
 EXPERIMENT_WEIGHT = Gauge(
     "apprank_experiment_weight",
     "Percent of traffic per arm.",

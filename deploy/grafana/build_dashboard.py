@@ -66,6 +66,15 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 unit="percentunit",
             ),
             Panel(
+                "Serving version per model",
+                "Which version of each model served when (1 while it is the current one on a replica): "
+                "read a change of the per-arm CTR beside the version change of its model. New versions "
+                "come from the daily retrain; a rollback shows as an older version coming back.",
+                (Query("max by (model, version) (apprank_model_loaded) == 1", "{{model}} {{version}}"),),
+                kind="state-timeline",
+                extra={"options": {"showValue": "never", "mergeValues": True}},
+            ),
+            Panel(
                 "CTR per arm (1h window)",
                 "Downloads / impressions per arm over a sliding hour: smoother, slower to react.",
                 (Query(f"experiment_arm:apprank_ctr:ratio_rate1h{{{EXP}}}", "{{experiment}} / {{arm}}"),),
@@ -211,6 +220,20 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                         {"id": "organize", "options": {"renameByName": {"Value": "replicas"}}},
                     ]
                 },
+            ),
+            Panel(
+                "Serving model age and last retrain",
+                "Age of each model's serving version (the oldest over the replicas; the alert fires past "
+                "two days) and the outcome of its last retrain (published, refused by the gate, failed).",
+                (
+                    Query("max by (model) (apprank_model_age_seconds)", "age {{model}}"),
+                    Query(
+                        "max by (model, outcome) (apprank_retrain_outcome) == 1",
+                        "retrain {{model}}: {{outcome}}",
+                    ),
+                ),
+                unit="s",
+                extra={"fieldConfig_overrides": [_right_axis("retrain .*", "short")]},
             ),
             Panel(
                 "Model load failures (1h)",

@@ -9,7 +9,7 @@ from service.experiments.models import Experiment, ExperimentSpec, check_name
 from service.experiments.router import allocate, targets_of
 from service.experiments.store import ExperimentStore
 from service.experiments.sync import StoreSync
-from service.rank.registry import ModelRegistry
+from service.rank.registry import ModelRegistry, split_ref
 
 
 class ExperimentAdmin:
@@ -33,12 +33,19 @@ class ExperimentAdmin:
             raise RequestError.at(("path", "name"), str(error)) from None
         for index, arm in enumerate(spec.arms):
             if self.registry.get(arm.model) is None:
-                loaded = ", ".join(sorted(self.registry.models)) or "none"
-                msg = f"no loaded model named {arm.model!r} (loaded: {loaded})"
-                raise RequestError.at(("body", "arms", index, "model"), msg, "unknown_model")
+                raise RequestError.at(("body", "arms", index, "model"), *self._unknown(arm.model))
         experiment, created = self.store.save(name, actor, lambda before: _next(name, spec, before))
         self.sync.refresh_experiments()
         return experiment, created
+
+    def _unknown(self, ref: str) -> tuple[str, str]:
+        """Why ``ref`` (``name`` or a pinned ``name@version``) cannot serve, and the error type."""
+        name, version = split_ref(ref)
+        if version is not None and name in self.registry.models:
+            versions = ", ".join(sorted(self.registry.versions.get(name, {}))) or "none"
+            return f"model {name!r} has no loaded version {version!r} (loaded: {versions})", "unknown_version"
+        loaded = ", ".join(sorted(self.registry.models)) or "none"
+        return f"no loaded model named {name!r} (loaded: {loaded})", "unknown_model"
 
     def delete(self, name: str, actor: str) -> Experiment | None:
         """Delete ``name``; None when there was no such experiment."""

@@ -1,8 +1,9 @@
 """Keeps every worker in step with the store: experiments and model reloads within a second.
 
 A daemon thread polls the store's change counters every ``interval`` seconds (one tiny query, off the
-request path). A changed ``experiments`` counter reloads the router's table; a changed ``models`` counter
-reloads the bundles. The same thread flushes the per-feature counters into Prometheus.
+request path). A changed ``experiments`` counter reloads the router's table; a changed ``models``
+counter (a reload, promote, rollback or retrain publish anywhere) reloads the bundles. The same
+thread flushes the per-feature counters and the model-age and retrain gauges into Prometheus.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class StoreSync:
                 EXPERIMENT_WEIGHT.labels(experiment.name, arm.name).set(arm.weight)
 
     def reload_models(self) -> ReloadReport:
-        """Reload bundles, keeping models that stored experiments still use."""
+        """Reload bundles, keeping the models (and pinned versions) that stored experiments use."""
         keep = {arm.model for e in self.router.experiments.values() for arm in e.arms}
         return self.registry.reload(keep)
 
@@ -66,6 +67,7 @@ class StoreSync:
         self._seen = generations
         for model in self.registry.models.values():
             model.encoder.flush_metrics()
+        self.registry.refresh_gauges()
 
     def start(self) -> None:
         """Poll once now, then in a daemon thread."""

@@ -1,8 +1,15 @@
-"""``GET /models`` and ``POST /models/reload``."""
+"""``GET /models``, ``POST /models/reload`` and the version admin: ``GET /models/{name}/versions``,
+``POST /models/{name}/promote``, ``POST /models/{name}/rollback``, ``GET /models/{name}/audit``.
+
+A promote or rollback moves the model's ``current`` pointer, audits the change with the admin token's
+name and bumps the ``models`` counter: this worker reloads at once, every other worker within its store
+poll interval.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 
 from fastapi import APIRouter, Depends
@@ -12,14 +19,25 @@ from pydantic import BaseModel, ConfigDict
 from service.admin import require_admin
 from service.errors import ADMIN_ERRORS, ERRORS, ErrorItem
 from service.experiments.store import MODELS
-from service.rank.registry import LoadedModel
+from service.rank.registry import LoadedModel, ModelRegistry
 from service.state import ServiceState, get_state
 
 router = APIRouter()
 
 
+class VersionInfo(BaseModel):
+    """One loaded version of a model (pin it in an experiment arm as ``name@version``)."""
+
+    version: str
+    created_at: datetime
+    loaded_at: datetime
+    current: bool
+    metrics: dict[str, dict[str, float]]
+
+
 class ModelInfo(BaseModel):
-    """A loaded bundle (by name: where it lies on the server's disk is none of a client's business)."""
+    """A loaded model by name (where it lies on the server's disk is none of a client's business):
+    its serving version, and every loaded version in ``versions`` (oldest first)."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -29,6 +47,7 @@ class ModelInfo(BaseModel):
     schema_hash: str
     loaded_at: datetime
     metrics: dict[str, dict[str, float]]
+    versions: list[VersionInfo] = []
 
 
 class ReloadResponse(BaseModel):
@@ -38,12 +57,14 @@ class ReloadResponse(BaseModel):
     unchanged: list[str]
     refused: dict[str, str]
     removed: list[str]
+    current: dict[str, str] = {}
     models: list[ModelInfo]
     detail: list[ErrorItem] = []
 
 
-def model_info(model: LoadedModel) -> ModelInfo:
+def model_info(model: LoadedModel, versions: Mapping[str, LoadedModel] | None = None) -> ModelInfo:
     manifest = model.bundle.manifest
+    loaded = sorted((versions or {model.version: model}).values(), key=_created)
     return ModelInfo(
         name=model.name,
         model=manifest.model,
@@ -51,13 +72,32 @@ def model_info(model: LoadedModel) -> ModelInfo:
         schema_hash=manifest.schema_hash,
         loaded_at=model.loaded_at,
         metrics=manifest.metrics,
+        versions=[
+            VersionInfo(
+                version=v.version,
+                created_at=v.bundle.manifest.created_at,
+                loaded_at=v.loaded_at,
+                current=v is model,
+                metrics=v.bundle.manifest.metrics,
+            )
+            for v in loaded
+        ],
     )
+
+
+def _created(model: LoadedModel) -> tuple[datetime, str]:
+    return model.bundle.manifest.created_at, model.version
+
+
+def loaded_models(registry: ModelRegistry) -> list[ModelInfo]:
+    """Every model the registry serves, by name, with its loaded versions."""
+    return [model_info(m, registry.versions.get(name)) for name, m in sorted(registry.models.items())]
 
 
 @router.get("/models", response_model=list[ModelInfo])
 async def list_models(state: ServiceState = Depends(get_state)) -> list[ModelInfo]:  # noqa: B008
     """The loaded bundles."""
-    return [model_info(m) for _, m in sorted(state.registry.models.items())]
+    return loaded_models(state.registry)
 
 
 @router.post("/models/reload", response_model=ReloadResponse, responses={**ERRORS, **ADMIN_ERRORS})
@@ -77,7 +117,8 @@ async def reload_models(
         unchanged=report.unchanged,
         refused=report.refused,
         removed=report.removed,
-        models=[model_info(m) for _, m in sorted(state.registry.models.items())],
+        current=report.current,
+        models=loaded_models(state.registry),
         detail=detail,
     )
     del actor

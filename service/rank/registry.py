@@ -2,8 +2,11 @@
 
 A bundle is verified by ``model.bundle.read_bundle`` (files, hashes, parity), then its ONNX graph is
 checked against the encoder's input layout and run once on an all-missing batch before it may serve.
-``reload`` builds the new table aside and swaps one reference, so in-flight requests finish on the model
+``reload`` builds the new tables aside and swaps references, so in-flight requests finish on the model
 they started with; a bundle that fails any check is refused and the previous version keeps serving.
+
+Every kept version of a model (``model.versions``) is loaded: ``get("deepfm")`` is the one ``current``
+points at, ``get("deepfm@20261202.040000")`` a pinned one (what an experiment arm may name).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import numpy.typing as npt
 
 from model.bundle import Bundle, BundleError, read_bundle, read_manifest
 from model.encoder import InputRole
-from service.metrics import MODEL_LOAD_FAILURES, MODEL_LOADED
+from model.versions import current_version, is_flat, list_versions
+from service.metrics import MODEL_AGE, MODEL_LOAD_FAILURES, MODEL_LOADED
 from service.rank.encoding import RequestEncoder
+from service.rank.retrain_status import publish_retrain_status
 
 log = logging.getLogger(__name__)
 OUTPUT = "ctr"
@@ -124,27 +129,50 @@ def _warm_up(model: LoadedModel) -> None:
         raise BundleError(f"{model.bundle.onnx_path}: test run gave {ctr!r}, not 2 probabilities")
 
 
+VERSION_SEPARATOR = "@"
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``"deepfm@3"`` -> (``deepfm``, ``3``); ``"deepfm"`` -> (``deepfm``, None): follow ``current``."""
+    name, sep, version = ref.partition(VERSION_SEPARATOR)
+    return name, (version if sep else None)
+
+
 @dataclass
 class ReloadReport:
-    """What a reload did: models (re)loaded, unchanged, refused (with the reason) and removed."""
+    """What a reload did: models (re)loaded, unchanged, refused (with the reason) and removed.
+
+    Entries name a flat bundle by its name and a version of a versioned model as ``name@version``;
+    ``current`` is the serving version of every model after the reload.
+    """
 
     loaded: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    current: dict[str, str] = field(default_factory=dict)
+
+
+Versions = Mapping[str, LoadedModel]
 
 
 class ModelRegistry:
-    """The models a worker serves, by name (the bundle's subdirectory name under ``models_dir``)."""
+    """The models a worker serves, by name (the subdirectory name under ``models_dir``), every kept
+    version of each, and which version serves the plain name."""
 
     def __init__(self, models_dir: Path, options: LoadOptions) -> None:
         self.models_dir = models_dir
         self.options = options
         self.models: Mapping[str, LoadedModel] = {}
+        self.versions: Mapping[str, Versions] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> LoadedModel | None:
-        return self.models.get(name)
+    def get(self, ref: str) -> LoadedModel | None:
+        """The model ``ref`` names: ``name`` (its current version) or ``name@version`` (pinned)."""
+        name, version = split_ref(ref)
+        if version is None:
+            return self.models.get(name)
+        return self.versions.get(name, {}).get(version)
 
     def default_name(self) -> str | None:
         """The first model by name (what serves when no experiment applies and none is configured)."""
@@ -154,33 +182,29 @@ class ModelRegistry:
         """Load new or changed bundles from ``models_dir`` and swap them in.
 
         Args:
-            keep: models that must not disappear (arms of stored experiments): when their directory is
-                gone they keep serving and the reload reports them as refused.
+            keep: model references (``name`` or ``name@version``) that must not disappear (arms of stored
+                experiments): when their directory is gone they keep serving and the reload reports them
+                as refused.
         """
         with self._lock:
             report = ReloadReport()
-            current = dict(self.models)
-            found = self._bundle_dirs()
-            new: dict[str, LoadedModel] = {}
+            found = self._model_dirs()
+            versions: dict[str, dict[str, LoadedModel]] = {}
+            serving: dict[str, LoadedModel] = {}
             for name, path in found.items():
-                model = self._load_one(name, path, current.get(name), report)
-                if model is not None:
-                    new[name] = model
-            for name, old in current.items():
-                if name in found:
-                    continue
-                if name in keep:
-                    report.refused[name] = (
-                        f"{old.bundle.path}: directory is gone but experiments use {name!r}"
-                    )
-                    new[name] = old
-                else:
-                    report.removed.append(name)
-            self._publish(current, new)
-            self.models = new
+                loaded, current = self._load_model(name, path, report)
+                if loaded:
+                    versions[name] = loaded
+                if current is not None:
+                    serving[name] = current
+            self._keep_gone(found, keep, versions, serving, report)
+            report.current = {name: model.version for name, model in sorted(serving.items())}
+            self._publish(self.versions, versions, serving)
+            self.versions = versions
+            self.models = serving
             return report
 
-    def _bundle_dirs(self) -> dict[str, Path]:
+    def _model_dirs(self) -> dict[str, Path]:
         if not self.models_dir.is_dir():
             return {}
         return {
@@ -189,28 +213,116 @@ class ModelRegistry:
             if p.is_dir() and not p.name.startswith((".", "_")) and not p.name.endswith(".tmp")
         }
 
+    def _load_model(
+        self, name: str, path: Path, report: ReloadReport
+    ) -> tuple[dict[str, LoadedModel], LoadedModel | None]:
+        """Every version of one model directory, and the one that serves its plain name."""
+        old_versions = self.versions.get(name, {})
+        old_current = self.models.get(name)
+        try:
+            entries = list_versions(path)
+            wanted = current_version(path)
+        except BundleError as error:
+            # a flat bundle with an unreadable manifest: refused, the loaded one keeps serving
+            return self._refuse(name, error, report, old_versions, old_current)
+        if not entries and not is_flat(path):
+            if old_current is not None:
+                gone = BundleError(f"{path}: no bundle")
+                return self._refuse(name, gone, report, old_versions, old_current)
+            return {}, None
+        flat = is_flat(path)
+
+        def label(version: str) -> str:
+            return name if flat else f"{name}{VERSION_SEPARATOR}{version}"
+
+        loaded: dict[str, LoadedModel] = {}
+        for entry in entries:
+            ref = label(entry.version)
+            model = self._load_one(name, ref, entry.path, old_versions.get(entry.version), report)
+            if model is not None and model.version != entry.version:
+                report.refused[ref] = f"{entry.path}: its manifest says version {model.version!r}"
+                model = old_versions.get(entry.version)
+            if model is not None:
+                loaded[entry.version] = model
+        current = loaded.get(wanted) if wanted is not None else None
+        if current is None:
+            if wanted is not None and label(wanted) not in report.refused:
+                report.refused[label(wanted)] = f"{path}: current points at {wanted!r}, which is not loaded"
+            current = old_current
+        for version, model in old_versions.items():
+            if version not in loaded and model is current:
+                loaded[version] = model  # the serving version stays reachable by its pin
+        return loaded, current
+
+    @staticmethod
+    def _refuse(
+        name: str, error: BundleError, report: ReloadReport, old: Versions, current: LoadedModel | None
+    ) -> tuple[dict[str, LoadedModel], LoadedModel | None]:
+        log.error("refused model %s: %s", name, error)
+        MODEL_LOAD_FAILURES.labels(name).inc()
+        report.refused[name] = str(error)
+        return dict(old), current
+
     def _load_one(
-        self, name: str, path: Path, old: LoadedModel | None, report: ReloadReport
+        self, name: str, label: str, path: Path, old: LoadedModel | None, report: ReloadReport
     ) -> LoadedModel | None:
         try:
             if old is not None and old.bundle.path == path and read_manifest(path) == old.bundle.manifest:
-                report.unchanged.append(name)
+                report.unchanged.append(label)
                 return old
             model = load_model(name, path, self.options)
         except BundleError as error:
-            log.error("refused bundle %s: %s", name, error)
+            log.error("refused bundle %s: %s", label, error)
             MODEL_LOAD_FAILURES.labels(name).inc()
-            report.refused[name] = str(error)
+            report.refused[label] = str(error)
             return old
         log.info("loaded model %s version %s from %s", name, model.version, path)
-        report.loaded.append(name)
+        report.loaded.append(label)
         return model
 
-    @staticmethod
-    def _publish(old: Mapping[str, LoadedModel], new: Mapping[str, LoadedModel]) -> None:
-        for name, model in old.items():
-            if new.get(name) is not model:
-                model.encoder.flush_metrics()
+    def _keep_gone(
+        self,
+        found: Mapping[str, Path],
+        keep: Collection[str],
+        versions: dict[str, dict[str, LoadedModel]],
+        serving: dict[str, LoadedModel],
+        report: ReloadReport,
+    ) -> None:
+        """Models and pinned versions that vanished from disk: kept when experiments use them."""
+        for name, old in self.models.items():
+            if name in found:
+                continue
+            if name in keep:
+                report.refused[name] = f"{old.bundle.path}: directory is gone but experiments use {name!r}"
+                serving[name] = old
+                versions.setdefault(name, {})[old.version] = old
+            else:
+                report.removed.append(name)
+        for ref in keep:
+            name, version = split_ref(ref)
+            old_model = self.versions.get(name, {}).get(version or "")
+            if version is None or old_model is None or version in versions.get(name, {}):
+                continue
+            report.refused[ref] = f"{old_model.bundle.path}: version is gone but experiments pin {ref!r}"
+            versions.setdefault(name, {})[version] = old_model
+
+    def refresh_gauges(self) -> None:
+        """Publish the age of every serving version and the outcome of each model's last retrain."""
+        now = datetime.now(UTC)
+        for name, model in self.models.items():
+            MODEL_AGE.labels(name).set((now - model.bundle.manifest.created_at).total_seconds())
+            publish_retrain_status(name, self.models_dir / name)
+
+    def _publish(
+        self, old: Mapping[str, Versions], new: Mapping[str, Versions], serving: Mapping[str, LoadedModel]
+    ) -> None:
+        kept = {id(model) for models in new.values() for model in models.values()}
+        for name, models in old.items():
+            for model in models.values():
+                if id(model) not in kept:
+                    model.encoder.flush_metrics()
                 MODEL_LOADED.labels(name, model.version).set(0)
-        for name, model in new.items():
+        for name, model in serving.items():
             MODEL_LOADED.labels(name, model.version).set(1)
+        self.models = serving
+        self.refresh_gauges()

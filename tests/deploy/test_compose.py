@@ -103,8 +103,9 @@ def test_apprank_is_ready_only_with_models_and_store() -> None:
 
 def test_apprank_environment_names_are_settings_the_service_reads() -> None:
     known = {f"APPRANK_{field.upper()}" for field in ServiceSettings.model_fields} | ENTRYPOINT_ENV
-    environment = compose()["services"]["apprank"]["environment"]
-    assert set(environment) - known == set()
+    for name in ("apprank", "retrain"):
+        environment = compose()["services"][name]["environment"]
+        assert set(environment) - known - {"RETRAIN_AT"} == set(), name
 
 
 def test_bind_mounted_files_exist() -> None:
@@ -128,3 +129,35 @@ def test_front_balances_over_the_apprank_service() -> None:
     front = compose()["services"]["front"]
     assert front["ports"] == ["127.0.0.1:8000:8000"]
     assert "/front-healthz" in front["healthcheck"]["test"][-1]
+
+
+def test_the_retrain_runs_on_a_schedule_against_the_shared_database_and_models() -> None:
+    services = compose()["services"]
+    retrain, apprank = services["retrain"], services["apprank"]
+    assert retrain["build"]["dockerfile"] == "Dockerfile.train" and (REPO / "Dockerfile.train").is_file()
+    assert retrain["environment"]["APPRANK_DATABASE_URL"] == apprank["environment"]["APPRANK_DATABASE_URL"]
+    assert "./models:/models" in retrain["volumes"] and "./models:/models:ro" in apprank["volumes"]
+    assert retrain["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    script = retrain["command"][0]
+    assert "while true" in script and "sleep" in script  # the schedule: once a day at RETRAIN_AT
+    assert "$$" in script and "${" not in script.replace("$${", "")  # compose leaves the shell's $ alone
+
+
+def test_the_retrain_command_line_is_one_apprank_retrain_accepts() -> None:
+    import shlex
+
+    import typer.main
+
+    from apprank.cli import build_app
+
+    script = compose()["services"]["retrain"]["command"][0].replace("\\\n", " ")
+    line = next(part for part in script.splitlines() if "apprank retrain" in part)
+    args = shlex.split(line.split("||")[0].strip())
+    assert args[:2] == ["apprank", "retrain"]
+    command = typer.main.get_command(build_app()).commands["retrain"]  # type: ignore[attr-defined]
+    known = {name for param in command.params for name in param.opts}
+    assert set(args[2::2]) <= known and {"--experiment", "--model", "--models", "--url"} <= set(args[2::2])
+    assert (
+        args[args.index("--models") + 1]
+        == compose()["services"]["retrain"]["environment"]["APPRANK_MODELS_DIR"]
+    )

@@ -136,3 +136,81 @@ def test_pods_carry_prometheus_scrape_annotations() -> None:
         "prometheus.io/port": "8000",
         "prometheus.io/path": "/metrics",
     }
+
+
+def retrain_container() -> dict[str, Any]:
+    job = manifest("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    containers: list[dict[str, Any]] = job["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def options(args: list[str]) -> dict[str, str]:
+    """``--name value`` pairs of a command line (every option here takes a value)."""
+    assert len(args) % 2 == 1, args
+    return dict(zip(args[1::2], args[2::2], strict=True))
+
+
+def test_the_retrain_runs_daily_one_at_a_time_and_resumes_when_retried() -> None:
+    cronjob = manifest("CronJob")
+    spec = cronjob["spec"]
+    minute, hour, *rest = spec["schedule"].split()
+    assert rest == ["*", "*", "*"] and minute.isdigit() and hour.isdigit()  # once a day
+    assert spec["timeZone"] == "Etc/UTC" and spec["concurrencyPolicy"] == "Forbid"
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] >= 1 and job["template"]["spec"]["restartPolicy"] == "Never"
+    assert retrain_container()["image"].startswith("registry.example.com/apprank-train:")  # Dockerfile.train
+
+
+def test_the_retrain_arguments_are_options_of_apprank_retrain() -> None:
+    import typer.main
+
+    from apprank.cli import build_app
+
+    command = typer.main.get_command(build_app()).commands["retrain"]  # type: ignore[attr-defined]
+    known = {name for param in command.params for name in param.opts}
+    args = retrain_container()["args"]
+    assert args[0] == "retrain"
+    given = options(args)
+    assert set(given) <= known, set(given) - known
+    assert {"--experiment", "--model", "--models", "--url"} <= set(given)
+    service = manifest("Service")
+    assert given["--url"] == f"http://{service['metadata']['name']}.apprank.svc.cluster.local"
+    assert service["spec"]["ports"][0]["port"] == 80
+
+
+def test_the_retrain_and_the_replicas_share_the_models_volume_and_the_database() -> None:
+    claim = manifest("PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    retrain_pod = manifest("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    serving_pod = manifest("Deployment")["spec"]["template"]["spec"]
+    models_dir = manifest("ConfigMap")["data"]["APPRANK_MODELS_DIR"]
+    for pod, path in (
+        (retrain_pod, options(retrain_container()["args"])["--models"]),
+        (serving_pod, models_dir),
+    ):
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        mounts = [m for c in pod["containers"] for m in c["volumeMounts"] if m["mountPath"] == path]
+        assert len(mounts) == 1 and not mounts[0].get("readOnly", False), path
+        assert volumes[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    seed = serving_pod["initContainers"][0]
+    assert seed["image"] == container()["image"] and "cp -R /models/. /volume/" in seed["command"][-1]
+    references = {entry["name"]: entry["valueFrom"]["secretKeyRef"] for entry in retrain_container()["env"]}
+    assert set(references) == {"APPRANK_DATABASE_URL", "APPRANK_ADMIN_TOKEN"}
+
+
+def test_the_shared_models_claim_is_the_one_the_training_job_writes() -> None:
+    training = [
+        document
+        for document in documents(K8S / "training" / "pvc.yaml")
+        if document["metadata"]["name"] == "apprank-models"
+    ]
+    assert training and training[0] == manifest("PersistentVolumeClaim")
+
+
+def test_the_retrain_pod_runs_as_non_root_with_a_read_only_root() -> None:
+    pod = manifest("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    security = retrain_container()["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert "/tmp" in {mount["mountPath"] for mount in retrain_container()["volumeMounts"]}

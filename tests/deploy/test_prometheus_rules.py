@@ -112,6 +112,8 @@ def test_the_required_alerts_exist() -> None:
         "ApprankModelLoadFailing",
         "ApprankNoModelLoaded",
         "ApprankServedListsDropped",
+        "ApprankServingModelStale",
+        "ApprankRetrainFailed",
     } <= set(load_rules().alerts)
 
 

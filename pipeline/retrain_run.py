@@ -1,0 +1,169 @@
+"""The steps of ``apprank retrain`` run in order, each skipped when a previous attempt finished it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.bundle import MANIFEST, read_bundle, read_manifest
+from pipeline.export import export_training
+from pipeline.retrain import (
+    Exporter,
+    RetrainError,
+    RetrainJob,
+    gate_decision,
+    publish_candidate,
+    record_outcome,
+    schema_of,
+    serving_path,
+    start_state,
+)
+from pipeline.retrain_state import RetrainState, Step
+from service.db import Database
+from service.events.store import EventStore
+from service.experiments.store import ExperimentStore
+from service.rank.model_admin import ModelAdmin
+from service.rank.registry import split_ref
+from service.rank.retrain_status import Outcome
+
+log = logging.getLogger(__name__)
+RETRAIN_ACTOR = "retrain"
+Reloader = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the steps talk to: the event store, the database of the audit and change counters, the
+    exporter, and how to ask the running service to reload (None: the counter alone does it)."""
+
+    store: EventStore
+    db: Database | None
+    prefix: str
+    exporter: Exporter = export_training
+    reloader: Reloader | None = None
+
+
+def _files(job: RetrainJob) -> tuple[Path, Path]:
+    data = job.work / "data"
+    return data / "train.parquet", data / "holdout.parquet"
+
+
+def export_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """The training days and the held-out days, each into its own file."""
+    schema = schema_of(job, state)
+    train_file, holdout_file = _files(job)
+    train_file.parent.mkdir(parents=True, exist_ok=True)
+    exported = {}
+    for part, (start, end), out in (
+        ("train", job.window.train, train_file),
+        ("holdout", job.window.holdout, holdout_file),
+    ):
+        summary = services.exporter(services.store, job.experiment, start, end, out, schema)
+        exported[part] = {"rows": summary.rows, "positives": summary.positives}
+    if exported["train"]["rows"] == 0:
+        raise RetrainError(
+            f"no impressions of experiment {job.experiment!r} from {job.window.first_day} "
+            f"to {job.window.holdout_day} (exclusive): nothing to train on"
+        )
+    state.exported = exported
+
+
+def train_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """The candidate, warm-started from the serving version (skipped when a complete one is there)."""
+    from pipeline.retrain_train import train_candidate
+
+    candidate = job.work / "candidate"
+    if (candidate / MANIFEST).is_file() and read_manifest(candidate).version == state.candidate_version:
+        return
+    path = serving_path(job, state)
+    assert path is not None  # export_step refused a run without one
+    state.vocabulary_growth = train_candidate(job, read_bundle(path), _files(job)[0], state.candidate_version)
+
+
+def evaluate_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """Candidate and serving version on the same held-out days, through ONNX Runtime."""
+    from training.evaluate import evaluate_bundle
+
+    holdout = _files(job)[1]
+    if state.exported["holdout"]["rows"] == 0:
+        state.candidate_metrics = {"rows": 0.0}
+        return
+    state.candidate_metrics = evaluate_bundle(job.work / "candidate", holdout).metrics
+    path = serving_path(job, state)
+    state.serving_metrics = None if path is None else evaluate_bundle(path, holdout).metrics
+
+
+def gate_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """Decide; a refusal ends the run here (``run_retrain`` stops after this step)."""
+    state.decision = gate_decision(state, job.config.gate)
+    log.info("gate: %s %s", "passed" if state.decision.passed else "refused", state.decision.reasons)
+
+
+def pinned_versions(services: Services, model: str) -> set[str]:
+    """The versions of ``model`` that stored experiments pin (``model@version`` arms)."""
+    if services.db is None:
+        return set()
+    experiments = ExperimentStore(services.db, services.prefix).experiments()
+    refs = (split_ref(arm.model) for experiment in experiments for arm in experiment.arms)
+    return {version for name, version in refs if name == model and version is not None}
+
+
+def publish_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """The candidate as the new current version, audited; the change counter tells every worker."""
+    publish_candidate(job, state, pinned_versions(services, job.model))
+    if services.db is not None:
+        admin = ModelAdmin(job.models_dir, services.db, services.prefix)
+        admin.publish_recorded(job.model, state.candidate_version, state.serving_version, RETRAIN_ACTOR)
+
+
+def reload_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """``POST /models/reload`` on the service, when one was named (a failure here is reported, not
+    fatal: the workers reload on the change counter anyway)."""
+    if services.reloader is None:
+        state.reload = None
+        return
+    try:
+        state.reload = services.reloader()
+    except Exception as error:  # noqa: BLE001 - any transport failure is reported in the summary
+        state.reload = {"error": str(error)}
+
+
+STEPS: tuple[tuple[Step, Callable[[RetrainJob, RetrainState, Services], None]], ...] = (
+    (Step.EXPORT, export_step),
+    (Step.TRAIN, train_step),
+    (Step.EVALUATE, evaluate_step),
+    (Step.GATE, gate_step),
+    (Step.PUBLISH, publish_step),
+    (Step.RELOAD, reload_step),
+)
+
+
+def run_retrain(job: RetrainJob, services: Services) -> RetrainState:
+    """Run (or resume) the retrain of ``job``; the finished state is its summary.
+
+    Raises:
+        RetrainError: a step failed (recorded as the outcome ``failed``; the serving version untouched
+            unless the failure came after the publish).
+    """
+    state = start_state(job)
+    current = Step.EXPORT
+    try:
+        for current, action in STEPS:
+            if current not in state.done:
+                started = time.perf_counter()
+                action(job, state, services)
+                state.finish_step(current, time.perf_counter() - started, job.work)
+            if current is Step.GATE and state.decision is not None and not state.decision.passed:
+                break  # refused: the serving version stays
+    except Exception as error:
+        record_outcome(job, state, Outcome.FAILED, [f"{current.value}: {error}"])
+        raise RetrainError(f"retrain of {job.model} failed at {current.value}: {error}") from error
+    decision = state.decision
+    assert decision is not None
+    outcome = Outcome.PUBLISHED if decision.passed else Outcome.REFUSED
+    record_outcome(job, state, outcome, decision.reasons)
+    return state
