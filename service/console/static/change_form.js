@@ -65,8 +65,12 @@ async function submit(form, experiment, onSaved) {
   const answer = await api(`/experiments/${encodeURIComponent(experiment.name)}`, { method: "PUT", headers, body: JSON.stringify(spec(form, experiment)) });
   status.textContent = "";
   if (answer.ok) {
-    status.textContent = `Saved: version ${answer.body.version}.`;
+    const saved = `Saved: version ${answer.body.version}.`;
+    status.textContent = saved;
     await onSaved(answer.body);
+    // onSaved re-renders the page, form included: the confirmation belongs on the new form
+    const fresh = document.getElementById("change-status");
+    if (fresh) fresh.textContent = saved;
     return;
   }
   if (answer.status === 401 || answer.status === 403) {
