@@ -246,7 +246,7 @@ class Database:
         Raises:
             StoreUnavailableError: the database failed (not the SQL or the data): retry later.
         """
-        try:
+        with self._faults_as_unavailable():
             if self.dialect == "sqlite":
                 with self._sqlite_transaction() as cursor:
                     yield cursor
@@ -254,11 +254,6 @@ class Database:
             with self._pg_connection() as connection, connection.transaction():
                 with connection.cursor() as cursor:
                     yield cursor
-        except Exception as error:
-            fault = self._fault(error)
-            if fault is None or fault is error:
-                raise
-            raise fault from error
 
     @contextmanager
     def _sqlite_transaction(self) -> Iterator[Cursor]:
@@ -282,12 +277,18 @@ class Database:
         Raises:
             StoreUnavailableError: the database failed: retry later (``query`` retries once itself).
         """
-        try:
+        with self._faults_as_unavailable():
             if self.dialect == "sqlite":
                 yield self._sqlite().cursor()
                 return
             with self._pg_connection() as connection, connection.cursor() as cursor:
                 yield cursor
+
+    @contextmanager
+    def _faults_as_unavailable(self) -> Iterator[None]:
+        """Re-raise a database fault (not an SQL or data error) as the StoreUnavailableError of ``_fault``."""
+        try:
+            yield
         except Exception as error:
             fault = self._fault(error)
             if fault is None or fault is error:

@@ -133,9 +133,7 @@ class ModelAdmin:
             f"SELECT id, model, action, actor, at, before_version, after_version "
             f"FROM {self.prefix}model_audit WHERE model = ? ORDER BY id LIMIT ?"
         )
-        with self.db.read() as cursor:
-            cursor.execute(self.db.sql(query), (name, limit))
-            rows = cursor.fetchall()
+        rows = self.db.query(lambda cursor: cursor.execute(self.db.sql(query), (name, limit)).fetchall())
         return [
             ModelAuditEntry(
                 id=row[0],

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,13 +111,15 @@ def chattr(files: list[Path], *, on: bool) -> None:
 
 def until_not_503(client: httpx.Client, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
     """Send until the answer is not a 503 (each 503 must carry Retry-After), for up to 30 s."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def settled() -> httpx.Response | None:
         response = client.request(method, path, json=body, headers=ADMIN)
-        if response.status_code != 503 or time.monotonic() > deadline:
+        if response.status_code != 503:
             return response
         assert response.headers.get("retry-after") == "1", response.text
-        time.sleep(0.1)  # a polling client's pause, not a wait for an event
+        return None
+
+    return wait_until(settled, 30, f"{method} {path} answering other than 503", interval=0.1)
 
 
 def rank_then_event(client: httpx.Client, user: int) -> tuple[int, httpx.Response]:

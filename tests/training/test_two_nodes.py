@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,12 +94,12 @@ def _run_all(commands: list[list[str]], logs: list[Path]) -> None:
     waiting for it, and that peer must not hold the test until the deadline.
     """
     processes = _start(commands, logs)
-    deadline = time.monotonic() + TIMEOUT_S
+
+    def ended() -> bool:
+        return all(p.poll() is not None for p in processes) or any(p.returncode for p in processes)
+
     try:
-        while any(p.poll() is None for p in processes) and not any(p.returncode for p in processes):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the runs did not finish within {TIMEOUT_S} s")
-            time.sleep(0.2)
+        wait_until(ended, TIMEOUT_S, "the runs finishing", interval=0.2)
     finally:
         _stop(processes)
     for process, log in zip(processes, logs, strict=True):
