@@ -112,6 +112,32 @@ def why_not_splittable(model: nn.Module, sides: Sides) -> str | None:
     return None
 
 
+def _first_batch_norm(layers: nn.Sequential) -> nn.BatchNorm1d | None:
+    """The batch norm right after the first linear layer, if any."""
+    follower = layers[1] if len(layers) > 1 else None
+    return follower if isinstance(follower, nn.BatchNorm1d) else None
+
+
+def _fold_batch_norm(first: nn.Linear, layers: nn.Sequential) -> tuple[Tensor, Tensor]:
+    """The first layer's (weight [H, in], bias [H]) with the batch norm after it (eval mode) folded in.
+
+    BN(W x + b) = a * (W x + b) + c with a = gamma / sqrt(var + eps), c = beta - mean * a: an affine
+    map per unit, so folding it keeps the split exact and spares the request graph one op over [N, H].
+    """
+    weight, bias = first.weight.detach(), first.bias.detach()
+    norm = _first_batch_norm(layers)
+    if norm is None:
+        return weight, bias
+    assert norm.running_mean is not None and norm.running_var is not None
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.detach()
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.detach()
+    return weight * scale.unsqueeze(1), bias * scale + shift
+
+
 class _Parts(nn.Module):
     """What ItemTower and RequestHead share: the model's blocks restricted to one side's fields."""
 
@@ -142,11 +168,14 @@ class _Parts(nn.Module):
             first = inner.deep.mlp.layers[0]
             assert isinstance(first, nn.Linear)
             self.hidden = first.out_features
-            self._split_first_layer(first, sides, shared, layout.num_fields)
+            weight, bias = _fold_batch_norm(first, inner.deep.mlp.layers)
+            self._split_first_layer(weight, bias, sides, shared, layout.num_fields)
 
-    def _split_first_layer(self, first: nn.Linear, sides: Sides, shared: bool, num_fields: int) -> None:
+    def _split_first_layer(
+        self, weight: Tensor, bias: Tensor, sides: Sides, shared: bool, num_fields: int
+    ) -> None:
         """This side's columns of the first layer: flat embeddings, products within the side."""
-        dim, weight = self.dim, first.weight.detach()
+        dim = self.dim
         mine = sides.positions(shared)
         flat = [p * dim + d for p in mine for d in range(dim)]
         self.register_buffer("w_flat", weight[:, flat].T.contiguous())  # [S*D, H]
@@ -177,7 +206,7 @@ class _Parts(nn.Module):
             self.register_buffer(
                 "w_outer_cross", (outer + outer.transpose(1, 2)).permute(2, 0, 1).contiguous()
             )
-        self.register_buffer("bias", first.bias.detach().clone() if shared else torch.zeros(self.hidden))
+        self.register_buffer("bias", bias.clone() if shared else torch.zeros(self.hidden))
 
     def side_terms(
         self, inputs: tuple[Tensor, ...]
@@ -233,7 +262,10 @@ class RequestHead(_Parts):
         super().__init__(model, sides, shared=True)
         inner, scale, shift = unwrap(model)
         assert isinstance(inner, ComposedModel)
-        self.rest = inner.deep.mlp.layers[1:] if inner.deep is not None else None
+        self.rest: nn.Module | None = None
+        if inner.deep is not None:
+            layers = inner.deep.mlp.layers
+            self.rest = layers[2:] if _first_batch_norm(layers) is not None else layers[1:]
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
         self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32))
         self.item_fields = len(sides.names(False))

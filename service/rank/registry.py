@@ -60,7 +60,7 @@ class LoadOptions:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     item_cache_size: int = 0
-    request_graph: bool = True
+    request_graph: bool = False  # the service turns it on (ServiceSettings.request_graph)
     int8: bool = False
 
 
