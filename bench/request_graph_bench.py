@@ -8,9 +8,11 @@ intra-op thread, all in one run:
 * ``plain fp32``: ``model.onnx`` on the N encoded rows (the bare ONNX call the service made so far);
 * ``request fp32, cold``: the item graph on the N candidates, then the request graph (no item cache);
 * ``request fp32, warm``: the request graph alone, every item part cached (known apps);
-* ``request int8, cold / warm``: the same with ``model.int8.onnx`` as the request graph;
+* ``int8 dynamic / static, cold / warm``: the same with the request graph quantized to int8, dynamically
+  or statically (calibrated on validation rows); each one's export gate figures are recorded too;
 * ``rank path``: parse + encode + score + top 10 in-process (``Ranker``; no HTTP, no rendering), the
-  item cache warm, for the plain graph, the request graph and int8.
+  item cache warm, for the plain graph, the request graph and the bundle's int8 graph (when its gate
+  kept one; else the figure is fp32's again, and ``graph_request_int8`` says so).
 
 A bundle trained before the request graphs existed gets them here (exported from its weights.pt into
 a copy under /tmp, with the export's parity check and int8 gate).
@@ -31,11 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from experiments_common import DEFAULT_OUT, FRAPPE, machine, markdown_table, write_json
 from rich.console import Console
 
-from model.bundle import INT8_ONNX, ITEM_PART, ITEMS_ONNX, MANIFEST, ONNX, REQUEST_ONNX, read_bundle
+from model.bundle import ITEM_PART, ITEMS_ONNX, MANIFEST, ONNX, REQUEST_ONNX, read_bundle
 from model.schema import Source
 from model.serving_graphs import quantize_request, session
 
@@ -114,7 +117,37 @@ def median_ms(call: Callable[[], object], repeats: int, warm_up: int = 20) -> fl
     return 1e3 * statistics.median(times)
 
 
-def model_only(bundle_dir: Path, payload: bytes, int8: Path, repeats: int) -> dict[str, float]:
+def int8_variants(bundle_dir: Path, work: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Dynamic and static (calibrated on validation rows) int8 request graphs, with their gate figures."""
+    from model.serving_graphs import RequestScorer, calibration_feeds, int8_gate
+
+    bundle = read_bundle(bundle_dir)
+    serving = bundle.manifest.serving
+    assert serving is not None
+
+    def encoded(path: Path) -> tuple[dict[str, Any], Any]:
+        rows = read_rows(path, limit=100_000)
+        columns = {name: np.array([row[name] for row in rows]) for name in bundle.schema.names}
+        labels = np.array([float(row["label"]) for row in rows], dtype=np.float32)
+        return bundle.encoder.transform(columns, len(rows)), labels
+
+    scorer = RequestScorer(
+        bundle_dir / ITEMS_ONNX, bundle_dir / REQUEST_ONNX, serving.shared_inputs, serving.item_inputs
+    )
+    valid, _ = encoded(FRAPPE / "valid.csv")
+    test, labels = encoded(FRAPPE / "test.csv")
+    paths, gates = {}, {}
+    for method in ("dynamic", "static"):
+        folder = work / f"int8-{method}"
+        folder.mkdir()
+        feeds = calibration_feeds(scorer, valid) if method == "static" else None
+        paths[method] = quantize_request(bundle_dir / REQUEST_ONNX, folder, feeds)
+        gates[method] = int8_gate(scorer, paths[method], test, labels).model_dump(mode="json")
+        console.log(f"int8 {method}: {gates[method]['reason']}")
+    return paths, gates
+
+
+def model_only(bundle_dir: Path, payload: bytes, int8: dict[str, Path], repeats: int) -> dict[str, float]:
     """The model-only figures (ms) for one request."""
     from service.rank.payload import parse_rank_request
     from service.rank.registry import LoadOptions, load_model
@@ -124,7 +157,7 @@ def model_only(bundle_dir: Path, payload: bytes, int8: Path, repeats: int) -> di
     plain_inputs = plain_model.encoder.encode(request)
     serving = read_bundle(bundle_dir).manifest.serving
     assert serving is not None
-    items, head, head8 = session(bundle_dir / ITEMS_ONNX), session(bundle_dir / REQUEST_ONNX), session(int8)
+    items, head = session(bundle_dir / ITEMS_ONNX), session(bundle_dir / REQUEST_ONNX)
     item_feeds = {n: plain_inputs[n] for n in serving.item_inputs}
     user = {n: plain_inputs[n][:1] for n in serving.shared_inputs}
     part = items.run([ITEM_PART], item_feeds)[0]
@@ -132,14 +165,20 @@ def model_only(bundle_dir: Path, payload: bytes, int8: Path, repeats: int) -> di
     def cold(graph: Any) -> Callable[[], object]:
         return lambda: graph.run(["ctr"], user | {ITEM_PART: items.run([ITEM_PART], item_feeds)[0]})
 
+    def warm(graph: Any) -> Callable[[], object]:
+        return lambda: graph.run(["ctr"], user | {ITEM_PART: part})
+
     plain = session(bundle_dir / ONNX)
-    return {
+    out = {
         "plain_fp32": median_ms(lambda: plain.run(["ctr"], plain_inputs), repeats),
         "request_fp32_cold": median_ms(cold(head), repeats),
-        "request_fp32_warm": median_ms(lambda: head.run(["ctr"], user | {ITEM_PART: part}), repeats),
-        "request_int8_cold": median_ms(cold(head8), repeats),
-        "request_int8_warm": median_ms(lambda: head8.run(["ctr"], user | {ITEM_PART: part}), repeats),
+        "request_fp32_warm": median_ms(warm(head), repeats),
     }
+    for method, path in int8.items():
+        head8 = session(path)
+        out[f"int8_{method}_cold"] = median_ms(cold(head8), repeats)
+        out[f"int8_{method}_warm"] = median_ms(warm(head8), repeats)
+    return out
 
 
 def rank_path(bundle_dir: Path, payload: bytes, repeats: int) -> dict[str, float]:
@@ -178,9 +217,7 @@ def main() -> None:
         bundle_dir = with_request_graphs(args.bundle, Path(folder))
         manifest = read_bundle(bundle_dir).manifest
         assert manifest.serving is not None
-        int8 = bundle_dir / INT8_ONNX
-        if not int8.is_file():  # refused by the gate: measured all the same, never served
-            int8 = quantize_request(bundle_dir / REQUEST_ONNX, Path(folder))
+        int8, gates = int8_variants(bundle_dir, Path(folder))  # measured even where a gate refuses one
         results = []
         for n in SIZES:
             payload = body(rows, bundle_dir, n)
@@ -190,8 +227,8 @@ def main() -> None:
             console.log(json.dumps(entry))
             results.append(entry)
     columns = [
-        "plain_fp32", "request_fp32_cold", "request_fp32_warm", "request_int8_cold", "request_int8_warm",
-        "rank_plain", "rank_request", "rank_request_int8",
+        "plain_fp32", "request_fp32_cold", "request_fp32_warm", "int8_dynamic_cold", "int8_dynamic_warm",
+        "int8_static_cold", "int8_static_warm", "rank_plain", "rank_request", "rank_request_int8",
     ]  # fmt: skip
     headers = ["N", *(f"{c} ms" for c in columns), "warm fp32 / plain"]
     table_rows = [
@@ -202,7 +239,10 @@ def main() -> None:
     console.print(table)
     serving = manifest.serving.model_dump(mode="json")
     out = args.out_dir / "request_graph"
-    document = {"machine": machine(), "bundle": str(args.bundle), "serving": serving, "results": results}
+    document = {
+        "machine": machine(), "bundle": str(args.bundle), "serving": serving, "int8_gates": gates,
+        "results": results,
+    }  # fmt: skip
     write_json(out / "request_graph.json", document)
     (out / "request_graph.md").write_text(table)
 

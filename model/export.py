@@ -31,11 +31,18 @@ from model.encoder import Encoded, InputLayout, group_by_role
 from model.nets.blocks import ModelBatch
 from model.nets.request import ItemTower, RequestHead, Sides, unwrap, why_not_splittable
 from model.schema import FeatureSchema, Source
-from model.serving_graphs import RequestScorer, int8_gate, quantize_request, request_parity
+from model.serving_graphs import (
+    RequestScorer,
+    calibration_feeds,
+    int8_gate,
+    quantize_request,
+    request_parity,
+)
 
 OPSET = 18
 PARITY_ROWS = 10_000
 PARITY_TOLERANCE = 1e-5
+INT8_METHOD = "dynamic"  # or "static" (calibrated on validation rows): bench/request_graph_bench.py compares
 log = logging.getLogger(__name__)
 
 
@@ -185,11 +192,13 @@ def export_serving_graphs(
     test: tuple[Encoded, npt.NDArray[Any]] | None = None,
     *,
     int8: bool = True,
+    calibration: Encoded | None = None,
 ) -> ServingGraphs:
     """The request-shaped graphs beside ``out_dir/model.onnx`` (exported and parity-checked already).
 
     Falls back to the plain graph, saying why, when the model does not split or parity fails; the int8
-    graph is written and gated on ``test`` (encoded rows, labels) when ``int8`` is set.
+    graph is written and gated on ``test`` (encoded rows, labels) when ``int8`` is set: quantized
+    statically on ``calibration`` rows (validation rows) where ``INT8_METHOD`` says so, else dynamically.
     """
     sides = Sides(layout, frozenset(s.name for s in schema.fields if s.source is not Source.ITEM))
     reason = why_not_splittable(model, sides)
@@ -213,7 +222,12 @@ def export_serving_graphs(
     if not int8 or (unwrap(model)[0].deep is None):
         return report  # int8 quantizes the MLP's matrix products: a shallow model has none
     gate_rows, labels = test if test is not None else (sample, None)
-    verdict = int8_gate(scorer, quantize_request(out_dir / REQUEST_ONNX, out_dir), gate_rows, labels)
+    static = INT8_METHOD == "static" and calibration is not None
+    feeds = calibration_feeds(scorer, calibration) if static and calibration is not None else None
+    quantized = quantize_request(out_dir / REQUEST_ONNX, out_dir, feeds)
+    verdict = int8_gate(scorer, quantized, gate_rows, labels).model_copy(
+        update={"method": "static" if static else "dynamic"}
+    )
     if not verdict.usable:
         log.warning("int8 request graph not used: %s", verdict.reason)
         (out_dir / INT8_ONNX).unlink(missing_ok=True)

@@ -120,14 +120,54 @@ def auc(labels: npt.NDArray[Any], scores: npt.NDArray[Any]) -> float:
     return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
 
 
-def quantize_request(request: Path, out_dir: Path) -> Path:
-    """``model.int8.onnx``: the request graph with its MatMul / Gemm weights in int8 (dynamic)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def calibration_feeds(
+    scorer: RequestScorer, encoded: Encoded, requests: int = 64, candidates: int = 200, seed: int = 1
+) -> list[dict[str, npt.NDArray[Any]]]:
+    """Request-graph inputs of real rows for static calibration: a user + context, real items each."""
+    rows = len(next(iter(encoded.values())))
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for user in rng.choice(rows, size=min(requests, rows), replace=False).tolist():
+        members = rng.choice(rows, size=min(candidates, rows), replace=False).astype(np.int64)
+        feeds.append(
+            _user_row(encoded, scorer.shared, user) | {ITEM_PART: scorer.item_part(encoded, members)}
+        )
+    return feeds
+
+
+def quantize_request(
+    request: Path, out_dir: Path, calibration: list[dict[str, npt.NDArray[Any]]] | None = None
+) -> Path:
+    """``model.int8.onnx``: the request graph's MatMul / Gemm in int8 (weights int8, activations uint8).
+
+    Static (scales calibrated on ``calibration``, QOperator format) when calibration feeds are given,
+    dynamic (activation scales computed per call) otherwise.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     out = out_dir / INT8_ONNX
-    quantize_dynamic(
-        str(request), str(out), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
-    )
+    ops = ["MatMul", "Gemm"]
+    if calibration is None:
+        quantize_dynamic(str(request), str(out), op_types_to_quantize=ops, weight_type=QuantType.QInt8)
+        return out
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.feeds = iter(calibration or [])
+
+        def get_next(self) -> dict[str, npt.NDArray[Any]] | None:
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(request), str(out), Reader(), quant_format=QuantFormat.QOperator, op_types_to_quantize=ops,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
     return out
 
 

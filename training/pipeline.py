@@ -141,7 +141,11 @@ def _export(
         )
     gate = reference.head(INT8_GATE_ROWS)
     test = (gate.encoded(encoder.layout), gate.labels.numpy())
-    return report, export_serving_graphs(model, encoder.layout, encoder.schema, sample, staging, test)
+    calibration = data.valid.head(PARITY_ROWS).encoded(encoder.layout)  # static int8 scales: validation rows
+    serving = export_serving_graphs(
+        model, encoder.layout, encoder.schema, sample, staging, test, calibration=calibration
+    )
+    return report, serving
 
 
 def _metrics(

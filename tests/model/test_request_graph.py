@@ -184,7 +184,9 @@ def test_export_records_a_refused_int8_graph_and_removes_it(
         _perturbed("deepfm", encoder, seed=9), _sides(schema, encoder), rows, damaged_dir
     )
     monkeypatch.setattr(
-        export, "quantize_request", lambda request, out: quantize_request(damaged_dir / REQUEST_ONNX, out)
+        export,
+        "quantize_request",
+        lambda request, out, feeds=None: quantize_request(damaged_dir / REQUEST_ONNX, out, feeds),
     )
     report = export_serving_graphs(model, encoder.layout, schema, rows, tmp_path, (rows, labels))
     assert report.graph == "request" and report.int8 is not None
