@@ -87,7 +87,7 @@ def with_request_graphs(bundle_dir: Path, work: Path) -> Path:
 
 
 def body(rows: list[dict[str, str]], bundle_dir: Path, n: int) -> bytes:
-    """One user and context (the first row), N apps with their features (distinct, then repeating)."""
+    """One user and context (the first row), N apps with their features."""
     schema = read_bundle(bundle_dir).schema
     first, item_id = rows[0], schema.item_id_field or "item"
     items = [f.name for f in schema.by_source(Source.ITEM) if f.name != item_id]
@@ -95,7 +95,12 @@ def body(rows: list[dict[str, str]], bundle_dir: Path, n: int) -> bytes:
     for row in rows:
         apps.setdefault(row[item_id], {"app_id": row[item_id], "features": {k: row[k] for k in items}})
     distinct = list(apps.values())
-    candidates = [distinct[i % len(distinct)] for i in range(n)]
+    # past the distinct apps the real ones come again under new ids (ids are unique in a request): real
+    # features, an unknown ``item`` id
+    candidates = [
+        distinct[i] if i < len(distinct) else distinct[i % len(distinct)] | {"app_id": f"{i}-copy"}
+        for i in range(n)
+    ]
     return orjson.dumps(
         {
             "user_id": first[schema.user_id_field or "user"],
