@@ -6,6 +6,9 @@ Layout::
     schema.json     the FeatureSchema
     encoder.json    the fitted FeatureEncoder state
     model.onnx      the scoring graph: one input per field (named after it), output ``ctr`` [B]
+    model.items.onnx    optional, request-shaped models: item fields [N, ...] -> ``item_part`` [N, P]
+    model.request.onnx  optional: user/context fields [1, ...] + ``item_part`` [N, P] -> ``ctr`` [N]
+    model.int8.onnx     optional: model.request.onnx with its matrix products quantized to int8
     metrics.json    evaluation metrics per split
     weights.pt      torch weights for resuming training (ignored by the service)
 
@@ -23,7 +26,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -37,6 +40,10 @@ ENCODER = "encoder.json"
 ONNX = "model.onnx"
 METRICS = "metrics.json"
 WEIGHTS = "weights.pt"
+ITEMS_ONNX = "model.items.onnx"
+REQUEST_ONNX = "model.request.onnx"
+INT8_ONNX = "model.int8.onnx"
+ITEM_PART = "item_part"
 FORMAT_VERSION = 1
 
 
@@ -53,6 +60,43 @@ class ParityReport(BaseModel):
     max_abs_diff: float
     tolerance: float
     passed: bool
+
+
+class Int8Report(BaseModel):
+    """The int8 request graph against fp32: whether it may serve, and the figures that decided it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usable: bool
+    reason: str
+    method: str = "dynamic"
+    sha256: str | None = None
+    auc_fp32: float | None = None
+    auc_int8: float | None = None
+    auc_rows: int = 0
+    top10_agreement: float | None = None
+    requests: int = 0
+
+
+class ServingGraphs(BaseModel):
+    """Which graphs a bundle serves with: ``plain`` (model.onnx only) or ``request`` (items + request).
+
+    ``reason`` says why a model keeps the plain graph; ``parity`` compares the request-shaped CTRs with
+    the plain graph's on real rows grouped into requests (``rows`` counts the candidates scored).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    graph: Literal["plain", "request"]
+    reason: str | None = None
+    shared_inputs: list[str] = []
+    item_inputs: list[str] = []
+    item_part_width: int = 0
+    requests: int = 0
+    parity: ParityReport | None = None
+    items_sha256: str | None = None
+    request_sha256: str | None = None
+    int8: Int8Report | None = None
 
 
 class Manifest(BaseModel):
@@ -75,6 +119,7 @@ class Manifest(BaseModel):
     metrics: dict[str, dict[str, float]]
     hyperparameters: dict[str, Any]
     package_version: str = __version__
+    serving: ServingGraphs | None = None
 
 
 @dataclass(frozen=True)
@@ -168,4 +213,23 @@ def read_bundle(path: Path, *, verify_onnx: bool = True) -> Bundle:
         raise BundleError(f"{path}: the ONNX parity check did not pass at export")
     if verify_onnx and sha256_file(path / ONNX) != manifest.onnx_sha256:
         raise BundleError(f"{path / ONNX}: sha256 differs from the manifest's (corrupt or replaced file)")
+    if verify_onnx:
+        _verify_serving_graphs(path, manifest.serving)
     return Bundle(path=path, manifest=manifest, schema=schema, encoder=encoder)
+
+
+def _verify_serving_graphs(path: Path, serving: ServingGraphs | None) -> None:
+    """The request-shaped graphs the manifest names exist, passed parity and have their recorded hashes."""
+    if serving is None or serving.graph == "plain":
+        return
+    if serving.parity is None or not serving.parity.passed:
+        raise BundleError(f"{path}: the request graph's parity check did not pass at export")
+    files = [(ITEMS_ONNX, serving.items_sha256), (REQUEST_ONNX, serving.request_sha256)]
+    if serving.int8 is not None and serving.int8.sha256 is not None:
+        files.append((INT8_ONNX, serving.int8.sha256))
+    for name, digest in files:
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{file}: missing")
+        if sha256_file(file) != digest:
+            raise BundleError(f"{file}: sha256 differs from the manifest's (corrupt or replaced file)")

@@ -66,6 +66,8 @@ def build_state(settings: ServiceSettings) -> ServiceState:
         settings.ort_intra_op_threads,
         settings.ort_inter_op_threads,
         settings.item_cache_size,
+        settings.request_graph,
+        settings.int8,
     )
     registry = ModelRegistry(settings.models_dir, options)
     router = Router(settings.default_experiment)

@@ -22,6 +22,7 @@ from model.bundle import (
     WEIGHTS,
     Manifest,
     ParityReport,
+    ServingGraphs,
     new_version,
     read_bundle,
     read_manifest,
@@ -29,7 +30,7 @@ from model.bundle import (
     write_bundle,
 )
 from model.encoder import FeatureEncoder, InputLayout
-from model.export import OPSET, PARITY_ROWS, export_onnx, parity_check
+from model.export import OPSET, PARITY_ROWS, export_onnx, export_serving_graphs, parity_check
 from model.fitting import EncoderFitter
 from model.nets import build_model, model_spec
 from model.nets.calibration import PlattScaled, fit_platt
@@ -45,6 +46,7 @@ from training.sources import Streamed, open_stream, resolve_source
 from training.trainer import EvalData, History, Trainer, evaluate, logits_and_labels, resolve_device
 
 log = logging.getLogger(__name__)
+INT8_GATE_ROWS = 50_000  # test rows the int8 graph's AUC is compared on (frappe_ctr's test split: all)
 
 
 class ExportError(RuntimeError):
@@ -124,7 +126,10 @@ def _take(chunk: Chunk, rows: np.ndarray) -> Chunk:
 RunSplits = Splits | Streamed
 
 
-def _export(model: nn.Module, encoder: FeatureEncoder, data: RunSplits, staging: Path) -> ParityReport:
+def _export(
+    model: nn.Module, encoder: FeatureEncoder, data: RunSplits, staging: Path
+) -> tuple[ParityReport, ServingGraphs]:
+    """The plain graph (parity or ExportError), then the request-shaped graphs where the model allows."""
     reference = data.test if data.test is not None and len(data.test) else data.valid
     sample = reference.head(PARITY_ROWS).encoded(encoder.layout)
     export_onnx(model, encoder.layout, sample, staging / "model.onnx")
@@ -134,7 +139,13 @@ def _export(model: nn.Module, encoder: FeatureEncoder, data: RunSplits, staging:
             f"ONNX parity check failed: max |ctr_onnx - ctr_torch| = {report.max_abs_diff:.3g} "
             f"on {report.rows} rows > tolerance {report.tolerance:g}"
         )
-    return report
+    gate = reference.head(INT8_GATE_ROWS)
+    test = (gate.encoded(encoder.layout), gate.labels.numpy())
+    calibration = data.valid.head(PARITY_ROWS).encoded(encoder.layout)  # static int8 scales: validation rows
+    serving = export_serving_graphs(
+        model, encoder.layout, encoder.schema, sample, staging, test, calibration=calibration
+    )
+    return report, serving
 
 
 def _metrics(
@@ -321,7 +332,7 @@ def _write(
 ) -> Path:
     """Export the served model, check parity, keep the raw model's weights, move the bundle into place."""
     served.cpu()
-    parity = _export(served, data.encoder, data.rows, staging)
+    parity, serving = _export(served, data.encoder, data.rows, staging)
     torch.save(model.state_dict(), staging / WEIGHTS)
     manifest = Manifest(
         name=config.name or out.name,
@@ -336,6 +347,7 @@ def _write(
         parity=parity,
         metrics=metrics,
         hyperparameters=config.model_dump(mode="json"),
+        serving=serving,
     )
     return write_bundle(out, manifest, data.schema, data.encoder, staging)
 

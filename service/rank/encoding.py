@@ -7,6 +7,11 @@ every vocabulary token*, so a column of strings is mapped by one C-level ``map(d
 that miss the dict (unknown tokens, numbers, booleans) are re-encoded by the encoder, so the result is
 always exactly ``encoder.transform``'s (``tests/service/test_encoding.py`` checks it). With an
 ``ItemCache``, only the candidates whose app or features are new to it are encoded at all.
+
+For a bundle with request-shaped graphs (``item_tower`` given) the user and context inputs stay one row
+(``[1, ...]``) and the item fields become the ``item_part`` ``[N, P]`` the item graph computes from
+them; the cache keeps each app's item part beside its encoding, so a known app runs no item graph
+(``item_part_rows`` counts the candidates that did).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.bundle import ITEM_PART
 from model.columns import first_bad_number
 from model.encoder import CategoricalState, FeatureEncoder, InputRole
 from model.schema import FeatureKind, FeatureSpec, Source
@@ -30,6 +36,7 @@ from service.rank.served import MAX_LOGGED_CHARS, LoggedFields
 
 Arrays = dict[str, npt.NDArray[Any]]
 LocOf = Callable[[str, int], Loc]
+ItemTower = Callable[[Arrays], npt.NDArray[np.float32]]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _MULTI = _SCALARS | {list}
 _TOKENS = frozenset({str, type(None)})
@@ -42,9 +49,16 @@ def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
 class RequestEncoder:
     """Encodes the fields of a /rank request for one bundle's encoder."""
 
-    def __init__(self, encoder: FeatureEncoder, item_cache_size: int = 0) -> None:
-        """``item_cache_size``: apps whose item encoding is kept (``ItemCache``); 0 keeps none."""
+    def __init__(
+        self, encoder: FeatureEncoder, item_cache_size: int = 0, item_tower: ItemTower | None = None
+    ) -> None:
+        """``item_cache_size``: apps whose item encoding is kept (``ItemCache``); 0 keeps none.
+
+        ``item_tower``: the item graph (item inputs -> item part) of a request-shaped bundle, or None.
+        """
         self.encoder = encoder
+        self.item_tower = item_tower
+        self.item_part_rows = 0
         schema = encoder.schema
         self.shared = schema.by_source(Source.USER) + schema.by_source(Source.CONTEXT)
         self.items = schema.by_source(Source.ITEM)
@@ -118,28 +132,36 @@ class RequestEncoder:
         out: Arrays = {}
         for name, column in single.items():
             self._count(name, column, 1, counts)
-            out[name] = np.repeat(column, n, axis=0)
+            out[name] = column if self.item_tower is not None else np.repeat(column, n, axis=0)
         return out
 
     def _encode_items(self, request: RankRequest, n: int, counts: npt.NDArray[np.int64]) -> Arrays:
         app_ids, features = request.app_ids, request.features
         if self.item_cache is None:
-            out = self._encode_item_rows(app_ids, features, None, None)
+            out = self._with_item_part(self._encode_item_rows(app_ids, features, None, None))
         else:
 
             def encode_rows(rows: list[int]) -> tuple[Arrays, set[int]]:
                 uncacheable: set[int] = set()
                 if len(rows) == len(app_ids):  # all of them: no subset to copy
                     encoded = self._encode_item_rows(app_ids, features, None, uncacheable)
-                    return encoded, uncacheable | _bulky(features, self.logged.item)
+                    return self._with_item_part(encoded), uncacheable | _bulky(features, self.logged.item)
                 subset = ([app_ids[i] for i in rows], [features[i] for i in rows])
                 encoded = self._encode_item_rows(*subset, rows, uncacheable)
-                return encoded, uncacheable | _bulky(subset[1], self.logged.item)
+                return self._with_item_part(encoded), uncacheable | _bulky(subset[1], self.logged.item)
 
             out = self.item_cache.encode(app_ids, features, encode_rows)
+        part = out.pop(ITEM_PART, None)
         for name, encoded in out.items():
             self._count(name, encoded, n, counts)
-        return out
+        return out if part is None else {ITEM_PART: part}
+
+    def _with_item_part(self, encoded: Arrays) -> Arrays:
+        """The item inputs, plus their item part when the bundle has an item graph."""
+        if self.item_tower is None:
+            return encoded
+        self.item_part_rows += len(next(iter(encoded.values())))
+        return {**encoded, ITEM_PART: self.item_tower(encoded)}
 
     def _encode_item_rows(
         self,

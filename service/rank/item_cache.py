@@ -13,6 +13,10 @@ encoding a miss would get; misses are encoded by the caller and stored. Dict equ
 token fields (categorical, hashed, multi-valued) hold anything but strings or null, whose equality is
 exact; numeric fields read equal numbers as the same float (booleans as 0 and 1).
 
+For a bundle with request-shaped graphs the encoding comes with the app's *item part* (the item
+graph's output: its share of the first hidden layer and of the FM sums), kept as one more column, so a
+hit costs no item graph run either.
+
 It is bounded: when ``capacity`` apps are cached, the next new app empties it and filling starts
 over (one request's misses then pay the encoding again). One cache belongs to one bundle's request
 encoder, so a reload starts a new one; it is used from the event loop's thread only.

@@ -2,6 +2,10 @@
 
 A bundle is verified by ``model.bundle.read_bundle`` (files, hashes, parity), then its ONNX graph is
 checked against the encoder's input layout and run once on an all-missing batch before it may serve.
+A bundle with request-shaped graphs (``Manifest.serving``) serves through them unless
+``LoadOptions.request_graph`` is off: the item graph runs inside the request encoder (for candidates
+the item cache does not know), the request graph scores; ``LoadOptions.int8`` picks the int8 request
+graph where the export's gate let the bundle keep one.
 ``reload`` builds the new tables aside and swaps references, so in-flight requests finish on the model
 they started with; a bundle that fails any check is refused and the previous version keeps serving.
 
@@ -22,7 +26,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model.bundle import Bundle, BundleError, read_bundle, read_manifest
+from model.bundle import (
+    INT8_ONNX,
+    ITEM_PART,
+    ITEMS_ONNX,
+    REQUEST_ONNX,
+    Bundle,
+    BundleError,
+    ServingGraphs,
+    read_bundle,
+    read_manifest,
+)
 from model.encoder import InputRole
 from model.versions import current_version, is_flat, list_versions
 from service.metrics import MODEL_AGE, MODEL_LOAD_FAILURES, MODEL_LOADED
@@ -46,6 +60,8 @@ class LoadOptions:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     item_cache_size: int = 0
+    request_graph: bool = False  # the service turns it on (ServiceSettings.request_graph)
+    int8: bool = False
 
 
 def make_session(path: Path, options: LoadOptions) -> Any:
@@ -68,13 +84,19 @@ def make_session(path: Path, options: LoadOptions) -> Any:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A bundle ready to score: its session, request encoder and identity."""
+    """A bundle ready to score: its session, request encoder and identity.
+
+    ``graph`` is what ``session`` runs: ``plain`` (model.onnx), ``request`` or ``request-int8``; with a
+    request graph the item graph's session sits in ``items_session`` (run by the encoder).
+    """
 
     name: str
     bundle: Bundle
     session: Any
     encoder: RequestEncoder
     loaded_at: datetime
+    graph: str = "plain"
+    items_session: Any = None
 
     @property
     def version(self) -> str:
@@ -93,17 +115,62 @@ def load_model(name: str, path: Path, options: LoadOptions) -> LoadedModel:
         BundleError: the bundle is broken (the message says which file and why).
     """
     bundle = read_bundle(path)
-    try:
-        session = make_session(bundle.onnx_path, options)
-    except BundleError:
-        raise
-    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for corrupt graphs
-        raise BundleError(f"{bundle.onnx_path}: ONNX Runtime cannot load it: {error}") from None
+    serving = bundle.manifest.serving
+    if options.request_graph and serving is not None and serving.graph == "request":
+        return _load_request_shaped(name, bundle, serving, options)
+    session = _session(bundle.onnx_path, options)
     _check_io(bundle, session)
     encoder = RequestEncoder(bundle.encoder, options.item_cache_size)
     model = LoadedModel(name, bundle, session, encoder, datetime.now(UTC))
     _warm_up(model)
     return model
+
+
+def _session(path: Path, options: LoadOptions) -> Any:
+    try:
+        return make_session(path, options)
+    except BundleError:
+        raise
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for corrupt graphs
+        raise BundleError(f"{path}: ONNX Runtime cannot load it: {error}") from None
+
+
+def _load_request_shaped(
+    name: str, bundle: Bundle, serving: ServingGraphs, options: LoadOptions
+) -> LoadedModel:
+    """A bundle served by its item graph (in the encoder) and its request graph (fp32 or int8)."""
+    int8 = options.int8 and serving.int8 is not None and serving.int8.usable
+    head_path = bundle.path / (INT8_ONNX if int8 else REQUEST_ONNX)
+    items, head = _session(bundle.path / ITEMS_ONNX, options), _session(head_path, options)
+    types = {f.name: _ORT_TYPES[f.role] for f in bundle.encoder.layout.fields}
+    _expect_io(bundle.path / ITEMS_ONNX, items, {n: types[n] for n in serving.item_inputs}, ITEM_PART)
+    wanted = {n: types[n] for n in serving.shared_inputs} | {ITEM_PART: "tensor(float)"}
+    _expect_io(head_path, head, wanted, OUTPUT)
+    if sorted([*serving.shared_inputs, *serving.item_inputs]) != sorted(types):
+        raise BundleError(f"{bundle.path}: the request graphs' inputs are not the encoder's fields")
+    item_inputs = list(serving.item_inputs)
+
+    def item_tower(encoded: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = items.run([ITEM_PART], {n: encoded[n] for n in item_inputs})[0]
+        return out
+
+    encoder = RequestEncoder(bundle.encoder, options.item_cache_size, item_tower)
+    graph = "request-int8" if int8 else "request"
+    model = LoadedModel(name, bundle, head, encoder, datetime.now(UTC), graph, items)
+    _warm_up(model)
+    return model
+
+
+def _expect_io(path: Path, session: Any, inputs: Mapping[str, str], output: str) -> None:
+    actual = {i.name: i.type for i in session.get_inputs()}
+    if actual != dict(inputs):
+        raise BundleError(
+            f"{path}: graph inputs {sorted(actual.items())} differ from the manifest's "
+            f"{sorted(inputs.items())} (schema mismatch)"
+        )
+    outputs = [o.name for o in session.get_outputs()]
+    if output not in outputs:
+        raise BundleError(f"{path}: no output named {output!r} (outputs: {outputs})")
 
 
 def _check_io(bundle: Bundle, session: Any) -> None:
@@ -122,6 +189,11 @@ def _check_io(bundle: Bundle, session: Any) -> None:
 def _warm_up(model: LoadedModel) -> None:
     inputs = model.bundle.encoder.transform({}, 2)
     try:
+        tower = model.encoder.item_tower
+        if tower is not None:
+            shared = {spec.name for spec in model.encoder.shared}
+            part = tower({name: column for name, column in inputs.items() if name not in shared})
+            inputs = {name: inputs[name][:1] for name in shared} | {ITEM_PART: part}
         ctr = model.run(inputs)
     except Exception as error:  # noqa: BLE001 - any runtime failure refuses the bundle
         raise BundleError(f"{model.bundle.onnx_path}: test run failed: {error}") from None
