@@ -27,7 +27,6 @@ from typer.testing import CliRunner
 from apprank.bootstrap import EXPERIMENT, BootstrapResult
 from apprank.cli import build_app
 from model.versions import current_version, list_versions
-from pipeline.export import ExportSummary, export_training
 from pipeline.gate import GateConfig
 from pipeline.retrain import RetrainConfig, RetrainJob, Window
 from pipeline.retrain_run import Services, run_retrain
@@ -169,41 +168,43 @@ def test_the_loop_publishes_a_version_that_serves_in_place_of_the_old_one(loop: 
 
 
 class FlippedLabels:
-    """The event store with every training label inverted: a deliberately damaged candidate."""
+    """The event store with every label of ``days`` inverted: a deliberately damaged candidate."""
 
-    def __init__(self, store: EventStore) -> None:
-        self.store = store
+    def __init__(self, store: EventStore, days: tuple[float, float] | None = None) -> None:
+        self.store, self.days = store, days
 
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]:
+        flip = self.days is None or (start_ts, end_ts) == self.days
         for row in self.store.labeled_rows(experiment, start_ts, end_ts):
-            yield replace(row, label=1 - row.label)
+            yield replace(row, label=1 - row.label) if flip else row
 
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
         return self.store.served_models(experiment, start_ts, end_ts)
 
 
-def test_the_gate_refuses_a_damaged_candidate_and_the_old_version_keeps_serving(loop: Loop) -> None:
+@pytest.mark.parametrize("export", ["prepared", "parquet"])
+def test_the_gate_refuses_a_damaged_candidate_and_the_old_version_keeps_serving(
+    loop: Loop, export: str
+) -> None:
     serving = current_version(loop.models / "deepfm")
     versions = deepfm_versions(loop)
-    window = Window.ending(LAST_DAY, 2, 1)
-
-    def damaging(
-        store: EventStore, experiment: str, start: float, end: float, out: Path, schema: object
-    ) -> ExportSummary:
-        source = FlippedLabels(store) if (start, end) == window.train else store
-        return export_training(source, experiment, start, end, out, schema)  # type: ignore[arg-type]
-
-    config = RetrainConfig(days=2, train={"epochs": 1, "threads": 1}, gate=GateConfig(**SMALL_DAYS))
+    # each export on its own window (a window's work directory is its own; a finished one is not rerun)
+    window = Window.ending(LAST_DAY - timedelta(days=0 if export == "prepared" else 1), 2, 1)
+    gate = GateConfig(**SMALL_DAYS)
+    config = RetrainConfig(days=2, train={"epochs": 1, "threads": 1}, gate=gate, export=export)
     job = RetrainJob(EXPERIMENT, "deepfm", loop.models, window, config)
     database = Database(loop.db_url)
     try:
-        services = Services(open_event_store(database), database, DEFAULT_TABLE_PREFIX, exporter=damaging)
+        damaged = FlippedLabels(open_event_store(database), window.train)
+        services = Services(damaged, database, DEFAULT_TABLE_PREFIX)  # type: ignore[arg-type]
         state = run_retrain(job, services)
     finally:
         database.close()
     assert state.outcome == "refused" and state.decision is not None
     assert any("logloss" in reason or "AUC" in reason for reason in state.reasons), state.reasons
     assert Step.PUBLISH not in state.done
+    if export == "prepared":  # the held-out day is read straight from the store: not flipped
+        assert state.exported["holdout"]["rows"] >= 100 and (job.work / "data" / "prepared").is_dir()
     assert deepfm_versions(loop) == versions and current_version(loop.models / "deepfm") == serving
     assert served_by_deepfm(loop) == {serving}
     wait_until(
