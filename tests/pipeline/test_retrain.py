@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -241,3 +242,35 @@ def test_a_retrain_killed_half_way_and_run_again_publishes_exactly_one_version(l
     assert resumed.outcome == "published", resumed.reasons
     assert [v for v in deepfm_versions(loop) if v not in versions] == [state.candidate_version]
     assert current_version(loop.models / "deepfm") == state.candidate_version
+
+
+def test_the_simulation_retrains_after_a_day_and_the_new_version_serves_the_days_after(loop: Loop) -> None:
+    """What ``make demo`` runs: the retrain after day 2 beside day 3, day 4 on the new version only."""
+    from simulation.retrain_demo import RetrainAfter, swap_check, versions_by_day
+
+    before = current_version(loop.models / "deepfm")
+    first_day = TODAY - timedelta(days=30)  # days of their own: no other test's window
+    config = SimulationConfig(users=60, days=4, visit_share=1.0, views_per_visit=1.0, candidates=25)
+    config = replace(config, list_size=5, event_time=EventTime.SIMULATED, first_day=first_day, concurrency=4)
+    retrain = RetrainAfter(
+        2, loop.models, "deepfm", loop.url, TOKEN, loop.db_url, loop.config_file, QUICK,
+        loop.models.parent / "demo-retrain.log",
+    )  # fmt: skip
+
+    async def run() -> Any:
+        async with httpx.AsyncClient(base_url=loop.url, timeout=30) as client:
+            return await Simulation(loop.store, config).run(client, after_day=retrain.hook(config))
+
+    result = asyncio.run(run())  # a failed /rank or retrain raises
+    assert result.posted.accepted > 600 and not result.posted.rejected
+    summary = retrain.summary
+    assert summary is not None and summary["outcome"] == "published", summary
+    new = summary["candidate_version"]
+    assert summary["serving_version"] == before and summary["reload"]["status"] == 200
+    assert summary["exported"]["train"]["rows"] > 0 and summary["exported"]["holdout"]["rows"] > 0
+    versions = versions_by_day(result)
+    assert versions[0]["deepfm"] == [before] and versions[1]["deepfm"] == [before]
+    assert versions[3]["deepfm"] == [new] and set(versions[2]["deepfm"]) <= {before, new}
+    assert versions[3]["lr"] == versions[0]["lr"]  # the other arm is untouched
+    check = swap_check(result, "deepfm", "lr", 2)
+    assert check["after_days"] == [4] and check["true_ctr_after"] > 0
