@@ -56,26 +56,35 @@ test: lint typecheck unit
 run: $(STAMP)
 	$(BIN)/apprank run --models $(MODELS) --port $(PORT)
 
-# make demo: `apprank run` in the background on a fresh event database ($(DEMO_DIR)), a simulated A/B test
-# of $(DEMO_USERS) users over $(DEMO_DAYS) days, the report and its charts; the server is stopped at the end.
+# make demo: `apprank run` in the background on a fresh event database and a copy of the models ($(DEMO_DIR)),
+# a simulated A/B test of $(DEMO_USERS) users over $(DEMO_DAYS) days, the report and its charts; the server is
+# stopped at the end. After day $(DEMO_RETRAIN_AFTER) the daily loop retrains DeepFM-D on the logged days
+# (`apprank retrain`, log in $(DEMO_DIR)/retrain.log) and the service swaps the new version in while the next
+# day runs; the per-day table shows which version served each day.
 DEMO_DIR ?= var/demo
 DEMO_USERS ?= 2000
 DEMO_DAYS ?= 7
+DEMO_RETRAIN_AFTER ?= 3
 DEMO_DATA ?= var/data/synthetic
+DEMO_TOKEN ?= demo-admin
 DEMO_URL = http://127.0.0.1:$(PORT)
 READY = $(BIN)/python -c "import httpx, sys; sys.exit(httpx.get('$(DEMO_URL)/readyz', timeout=2).status_code != 200)"
 
 demo: $(STAMP)
 	@if $(READY) 2>/dev/null; then echo "something already serves $(DEMO_URL): stop it or use PORT=..." >&2; exit 1; fi
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	if [ -d $(MODELS) ]; then cp -r $(MODELS) $(DEMO_DIR)/models; fi
 	@APPRANK_DATABASE_URL=sqlite:///$(DEMO_DIR)/apprank.db APPRANK_EVENT_CLOCK_SKEW_S=$$(( ($(DEMO_DAYS) + 1) * 86400 )) \
-	    $(BIN)/apprank run --models $(MODELS) --data $(DEMO_DATA) --port $(PORT) & \
+	    APPRANK_ADMIN_TOKEN=demo:$(DEMO_TOKEN) \
+	    $(BIN)/apprank run --models $(DEMO_DIR)/models --data $(DEMO_DATA) --port $(PORT) & \
 	server=$$!; trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	until $(READY) 2>/dev/null; do \
 	    kill -0 $$server 2>/dev/null || { echo "apprank run stopped before the service was ready" >&2; exit 1; }; \
 	    sleep 2; \
 	done; \
 	$(BIN)/apprank simulate --url $(DEMO_URL) --world $(DEMO_DATA) --users $(DEMO_USERS) --days $(DEMO_DAYS) \
+	    --retrain-after $(DEMO_RETRAIN_AFTER) --models $(DEMO_DIR)/models --db sqlite:///$(DEMO_DIR)/apprank.db \
+	    --token $(DEMO_TOKEN) \
 	    --png $(DEMO_DIR)/daily_lift.png --lists-png $(DEMO_DIR)/list_metrics.png --out $(DEMO_DIR)/figures.json
 
 clean:

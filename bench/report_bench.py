@@ -160,12 +160,13 @@ def report_peak_rss(url: str, name: str) -> None:
     print(json.dumps({"before_mib": before, "peak_mib": high_water_mib()}))  # noqa: T201 - for the parent
 
 
-def high_water_mib() -> float:
-    """This process's peak resident set size (``VmHWM``), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def high_water_mib(pid: int | str = "self") -> float:
+    """The peak resident set size (``VmHWM``) of this process or of ``pid``, MiB."""
+    status = Path(f"/proc/{pid}/status")
+    for line in status.read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no VmHWM in {status}")
 
 
 def parse_args() -> argparse.Namespace:

@@ -8,12 +8,14 @@ writes it aside and renames it), and the publish step is recognised as done when
 version exists already. So a window is published at most once, and the serving version is untouched
 until the gate has passed.
 
-Steps: ``export`` (the swappable ``Exporter``, today ``pipeline.export.export_training``), ``train``
-(warm from the serving version, ``pipeline.retrain_warm``), ``evaluate`` (the same held-out days, each
-version with its own encoder, through ONNX Runtime), ``gate`` (``pipeline.gate``), ``publish``
-(``model.versions.publish``, audited, the ``models`` counter bumped so every worker reloads) and
-``reload`` (``POST /models/reload`` on ``--url``). ``retrain.json`` beside the versions tells the
-service's metrics how the last run ended.
+Steps: ``export`` (by default the window's training days streamed from the store into a prepared
+dataset, ``pipeline.retrain_data``; with ``export: parquet`` the raw rows written by the swappable
+``Exporter``, ``pipeline.export.export_training``), ``train`` (warm from the serving version,
+``pipeline.retrain_warm``, streamed from the prepared dataset), ``evaluate`` (the same held-out days,
+streamed from the store, each version with its own encoder, through ONNX Runtime), ``gate``
+(``pipeline.gate``), ``publish`` (``model.versions.publish``, audited, the ``models`` counter bumped
+so every worker reloads) and ``reload`` (``POST /models/reload`` on ``--url``). ``retrain.json``
+beside the versions tells the service's metrics how the last run ended.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,8 +43,7 @@ log = logging.getLogger(__name__)
 DAY = timedelta(days=1)
 WORK = ".retrain"
 
-# (store, experiment, start_ts, end_ts, out file, schema) -> what was written; phase B of issue 11 swaps
-# in the prepared (sharded) format here.
+# (store, experiment, start_ts, end_ts, out file, schema) -> what was written (the ``parquet`` export).
 Exporter = Callable[[EventStore, str, float, float, Path, FeatureSchema], ExportSummary]
 
 
@@ -52,6 +53,11 @@ class RetrainConfig(BaseModel):
     Attributes:
         train: ``TrainConfig`` keys laid over the serving version's own (``epochs: 3``); never ``model``
             or ``params`` (a warm start keeps the architecture).
+        export: ``prepared`` (the default) streams the window from the store into a prepared dataset
+            and trains streamed from it (``pipeline.retrain_data``); ``parquet`` writes the raw rows to
+            ``train.parquet`` / ``holdout.parquet`` first and trains from the file (in memory within
+            the training ``memory_budget``).
+        block_rows: rows read from the event store per block (what the export holds in memory).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +67,8 @@ class RetrainConfig(BaseModel):
     keep: Annotated[int, Field(ge=1)] = DEFAULT_KEEP
     train: dict[str, Any] = {}
     gate: GateConfig = GateConfig()
+    export: Literal["prepared", "parquet"] = "prepared"
+    block_rows: Annotated[int, Field(ge=100)] = 50_000
 
 
 def load_retrain_config(path: Path | None, **flags: Any) -> RetrainConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from pipeline.retrain import (
     serving_path,
     start_state,
 )
+from pipeline.retrain_data import Source, evaluate_streamed, training_rows, write_prepared
 from pipeline.retrain_state import RetrainState, Step
 from service.db import Database
 from service.events.store import EventStore
@@ -29,6 +30,7 @@ from service.experiments.store import ExperimentStore
 from service.rank.model_admin import ModelAdmin
 from service.rank.registry import split_ref
 from service.rank.retrain_status import Outcome
+from training.readers.base import Chunk
 
 log = logging.getLogger(__name__)
 RETRAIN_ACTOR = "retrain"
@@ -52,8 +54,56 @@ def _files(job: RetrainJob) -> tuple[Path, Path]:
     return data / "train.parquet", data / "holdout.parquet"
 
 
+def _prepared(job: RetrainJob) -> Path:
+    return job.work / "data" / "prepared"
+
+
+def _source(job: RetrainJob, services: Services, days: tuple[float, float]) -> Source:
+    return Source(services.store, job.experiment, days[0], days[1], job.config.block_rows)
+
+
+def _nothing_to_train(job: RetrainJob) -> RetrainError:
+    return RetrainError(
+        f"no impressions of experiment {job.experiment!r} from {job.window.first_day} "
+        f"to {job.window.holdout_day} (exclusive): nothing to train on"
+    )
+
+
 def export_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
-    """The training days and the held-out days, each into its own file."""
+    """The training days as a prepared dataset (``export: parquet``: both parts as raw files)."""
+    if job.config.export == "parquet":
+        _export_parquet(job, state, services)
+    else:
+        _export_prepared(job, state, services)
+
+
+def _export_prepared(job: RetrainJob, state: RetrainState, services: Services) -> None:
+    """Pass 1 grows the serving encoder on the train split, pass 2 encodes into the prepared dataset."""
+    from pipeline.retrain_train import candidate_config
+    from pipeline.retrain_warm import grow_encoder
+
+    path = serving_path(job, state)
+    if path is None:
+        schema_of(job, state)  # raises: no serving version to warm-start from
+    assert path is not None
+    serving = read_bundle(path)
+    config = candidate_config(job, serving, state.candidate_version)
+    source = _source(job, services, job.window.train)
+    counted = [0]
+
+    def counting(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        for chunk in chunks:
+            counted[0] += chunk.num_rows
+            yield chunk
+
+    grown = grow_encoder(serving.encoder, counting(training_rows(source, serving.schema, config)))
+    if counted[0] == 0:
+        raise _nothing_to_train(job)
+    written = write_prepared(source, grown, config, _prepared(job))
+    state.exported = {"train": {"rows": written.rows, "positives": written.positives}}
+
+
+def _export_parquet(job: RetrainJob, state: RetrainState, services: Services) -> None:
     schema = schema_of(job, state)
     train_file, holdout_file = _files(job)
     train_file.parent.mkdir(parents=True, exist_ok=True)
@@ -65,27 +115,41 @@ def export_step(job: RetrainJob, state: RetrainState, services: Services) -> Non
         summary = services.exporter(services.store, job.experiment, start, end, out, schema)
         exported[part] = {"rows": summary.rows, "positives": summary.positives}
     if exported["train"]["rows"] == 0:
-        raise RetrainError(
-            f"no impressions of experiment {job.experiment!r} from {job.window.first_day} "
-            f"to {job.window.holdout_day} (exclusive): nothing to train on"
-        )
+        raise _nothing_to_train(job)
     state.exported = exported
 
 
 def train_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
     """The candidate, warm-started from the serving version (skipped when a complete one is there)."""
-    from pipeline.retrain_train import train_candidate
+    from pipeline.retrain_train import train_candidate, train_prepared
 
     candidate = job.work / "candidate"
     if (candidate / MANIFEST).is_file() and read_manifest(candidate).version == state.candidate_version:
         return
     path = serving_path(job, state)
     assert path is not None  # export_step refused a run without one
-    state.vocabulary_growth = train_candidate(job, read_bundle(path), _files(job)[0], state.candidate_version)
+    serving, version = read_bundle(path), state.candidate_version
+    if job.config.export == "parquet":
+        state.vocabulary_growth = train_candidate(job, serving, _files(job)[0], version)
+    else:
+        state.vocabulary_growth = train_prepared(job, serving, _prepared(job), version)
 
 
 def evaluate_step(job: RetrainJob, state: RetrainState, services: Services) -> None:
-    """Candidate and serving version on the same held-out days, through ONNX Runtime."""
+    """Candidate and serving version on the same held-out days, through ONNX Runtime (streamed from
+    the store in blocks; ``export: parquet``: from the exported file)."""
+    if job.config.export == "parquet":
+        _evaluate_files(job, state)
+        return
+    path = serving_path(job, state)
+    bundles = [read_bundle(job.work / "candidate")] + ([] if path is None else [read_bundle(path)])
+    held_out = evaluate_streamed(bundles, _source(job, services, job.window.holdout))
+    state.exported["holdout"] = {"rows": held_out.rows, "positives": held_out.positives}
+    state.candidate_metrics = held_out.metrics[0]
+    state.serving_metrics = None if path is None else held_out.metrics[1]
+
+
+def _evaluate_files(job: RetrainJob, state: RetrainState) -> None:
     from training.evaluate import evaluate_bundle
 
     holdout = _files(job)[1]

@@ -1,16 +1,18 @@
 """The candidate of a retrain: the serving version's training configuration, warm-started, trained on
-the window's training days (torch: imported only by the train step)."""
+the window's training days (torch: imported only by the export and train steps)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from model.bundle import Bundle
+from model.encoder import FeatureEncoder
 from pipeline.retrain import RetrainJob
-from pipeline.retrain_warm import growth, train_config_of, write_warm_bundle
+from pipeline.retrain_warm import growth, train_config_of, write_grown_bundle, write_warm_bundle
 from training.config import TrainConfig, parse_override, with_values
 from training.datasets import resolve_dataset
 from training.pipeline import train_bundle
+from training.prepared.format import ENCODER
 
 
 def candidate_config(job: RetrainJob, serving: Bundle, version: str) -> TrainConfig:
@@ -24,10 +26,24 @@ def candidate_config(job: RetrainJob, serving: Bundle, version: str) -> TrainCon
 def train_candidate(
     job: RetrainJob, serving: Bundle, train_file: Path, version: str
 ) -> dict[str, tuple[int, int]]:
-    """Write the candidate bundle in the work directory; returns the vocabulary growth per field."""
+    """The raw-Parquet path (``export: parquet``): write the candidate bundle in the work directory from
+    the exported file; returns the vocabulary growth per field."""
     config = candidate_config(job, serving, version)
     warm = job.work / "warm"
     reader = resolve_dataset(train_file, serving.schema, seed=config.seed).train
     grown = write_warm_bundle(serving, reader.chunks(config.chunk_rows), config, warm)
     train_bundle(train_file, job.work / "candidate", config, schema=serving.schema, resume=warm)
+    return growth(serving.encoder, grown)
+
+
+def train_prepared(
+    job: RetrainJob, serving: Bundle, prepared: Path, version: str
+) -> dict[str, tuple[int, int]]:
+    """The candidate trained streamed from the prepared export (encoded with the grown encoder), warm
+    from the serving version; returns the vocabulary growth per field."""
+    config = candidate_config(job, serving, version)
+    grown = FeatureEncoder.load(serving.schema, prepared / ENCODER)
+    warm = job.work / "warm"
+    write_grown_bundle(serving, grown, config, warm)
+    train_bundle(prepared, job.work / "candidate", config, schema=serving.schema, resume=warm)
     return growth(serving.encoder, grown)

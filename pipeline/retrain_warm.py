@@ -117,10 +117,16 @@ def write_warm_bundle(
     serving: Bundle, chunks: Iterator[Chunk], config: TrainConfig, out: Path
 ) -> FeatureEncoder:
     """The starting point of the candidate, as a bundle ``train_bundle(resume=out)`` takes: the serving
-    bundle's files with the grown encoder and the remapped weights (its ONNX graph is the serving one's,
-    never served: only the encoder and ``weights.pt`` are read from it).
+    bundle's files with the encoder grown on ``chunks`` and the remapped weights (its ONNX graph is the
+    serving one's, never served: only the encoder and ``weights.pt`` are read from it).
     """
     grown = grow_encoder(serving.encoder, chunks)
+    write_grown_bundle(serving, grown, config, out)
+    return grown
+
+
+def write_grown_bundle(serving: Bundle, grown: FeatureEncoder, config: TrainConfig, out: Path) -> None:
+    """``write_warm_bundle`` with the grown encoder already fitted (the prepared export fits it)."""
     state = torch.load(serving.path / WEIGHTS, map_location="cpu", weights_only=True)
     weights = warm_state(state, serving.encoder.layout, grown.layout, config)
     staging = out.parent / f".{out.name}.tmp"
@@ -130,7 +136,6 @@ def write_warm_bundle(
     torch.save(weights, staging / WEIGHTS)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    return grown
 
 
 def train_config_of(serving_hyperparameters: Mapping[str, Any], changes: Mapping[str, Any]) -> TrainConfig:

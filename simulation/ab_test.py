@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,7 @@ class ViewLog:
     users: list[int] = field(default_factory=list)
     days: list[int] = field(default_factory=list)
     arms: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
     lists: list[IntArray] = field(default_factory=list)
     true_ctr_sum: list[float] = field(default_factory=list)
     downloads: list[int] = field(default_factory=list)
@@ -173,10 +174,18 @@ class Simulation:
         self.population = np.sort(rng.choice(store.num_users, config.users, replace=False)).astype(np.int64)
 
     async def run(
-        self, client: httpx.AsyncClient, on_day: Callable[[int, int], None] | None = None
+        self,
+        client: httpx.AsyncClient,
+        on_day: Callable[[int, int], None] | None = None,
+        after_day: Callable[[int], Awaitable[None] | None] | None = None,
     ) -> SimulationResult:
-        """Simulate every day in turn; ``on_day(day, page views so far)`` after each."""
+        """Simulate every day in turn; ``on_day(day, page views so far)`` after each.
+
+        ``after_day(day)`` is called once a day's events are posted; an awaitable it returns (a
+        retrain, say) runs while the next day is simulated, and is awaited before the day after it.
+        """
         poster = EventPoster(client, self.config.batch_size, self.config.event_time)
+        beside: asyncio.Future[None] | None = None
         for day in range(self.config.days):
             visits = iter(plan_day(self.config, self.population, day, self.store))
             workers = [self._worker(client, poster, visits) for _ in range(self.config.concurrency)]
@@ -184,6 +193,14 @@ class Simulation:
             await poster.flush()
             if on_day is not None:
                 on_day(day, len(self.log.users))
+            if beside is not None:
+                await beside
+                beside = None
+            job = after_day(day) if after_day is not None else None
+            if job is not None:
+                beside = asyncio.ensure_future(job)
+        if beside is not None:
+            await beside
         mode = poster.mode if poster.mode is not EventTime.AUTO else EventTime.SIMULATED
         return SimulationResult(self.config, self.log, poster.stats, mode, self.store.num_apps)
 
@@ -210,7 +227,7 @@ class Simulation:
         truth = self.store.world.true_probability(visit.user, visit.context, shown)
         downloaded = rng.random(shown.size) < truth
         installed.update(int(a) for a in shown[downloaded])
-        self._record(visit, served["arm"], ranked, float(truth.sum()), shown[downloaded])
+        self._record(visit, served, ranked, float(truth.sum()), shown[downloaded])
         return self._events(
             served["request_id"], body["user_id"], visit.start_ts + 30 * view, shown, downloaded
         )
@@ -224,10 +241,13 @@ class Simulation:
         served: dict[str, Any] = orjson.loads(response.content)
         return served
 
-    def _record(self, visit: Visit, arm: str, ranked: IntArray, truth_sum: float, got: IntArray) -> None:
+    def _record(
+        self, visit: Visit, served: dict[str, Any], ranked: IntArray, truth_sum: float, got: IntArray
+    ) -> None:
         self.log.users.append(visit.user)
         self.log.days.append(visit.day)
-        self.log.arms.append(arm)
+        self.log.arms.append(served["arm"])
+        self.log.versions.append(str(served.get("version", "")))
         self.log.lists.append(ranked[: self.config.keep])
         self.log.true_ctr_sum.append(truth_sum)
         self.log.downloads.append(int(got.size))

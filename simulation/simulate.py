@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from service.report.models import ExperimentReport
     from simulation.ab_test import SimulationResult
     from simulation.listmetrics import ListMetricsRow
+    from simulation.retrain_demo import RetrainAfter
 
 console = Console()
 DEFAULT_WORLD = Path("var/data/synthetic/synth.json")
@@ -56,8 +57,26 @@ def simulate_command(
     png: Annotated[Path | None, typer.Option(help="write the report's per-day lift chart here")] = None,
     lists_png: Annotated[Path | None, typer.Option(help="write the list-metrics chart here")] = None,
     out: Annotated[Path | None, typer.Option(help="write the figures (report, list metrics) as JSON")] = None,
+    retrain_after: Annotated[
+        int | None, typer.Option(min=1, help="run apprank retrain after this day (needs --models)")
+    ] = None,
+    models: Annotated[
+        Path | None, typer.Option(help="the service's models directory (--retrain-after)")
+    ] = None,
+    retrain_model: Annotated[str, typer.Option(help="the model --retrain-after retrains")] = "deepfm",
+    retrain_set: Annotated[
+        list[str] | None, typer.Option("--retrain-set", help="training override key=value for the retrain")
+    ] = None,
+    retrain_config: Annotated[Path | None, typer.Option(help="retrain YAML (gate, train)")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="the service's database (default: APPRANK_DATABASE_URL)")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="admin token: the retrain calls POST /models/reload with it")
+    ] = None,
 ) -> None:
     """Simulate users of the synthetic store against the service, then print the A/B report."""
+    from simulation.retrain_demo import RetrainAfter
     from simulation.storefront import Storefront, load_world
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -77,10 +96,19 @@ def simulate_command(
         store = Storefront(load_world(world))
     except FileNotFoundError as error:
         raise typer.BadParameter(str(error), param_hint="--world") from None
+    retrain = None
+    if retrain_after is not None:
+        if models is None or retrain_after >= days:
+            raise typer.BadParameter("needs --models and a day before the last", param_hint="--retrain-after")
+        log_file = out.parent / "retrain.log" if out is not None else None
+        retrain = RetrainAfter(
+            retrain_after, models, retrain_model, url if token else None, token, db, retrain_config,
+            tuple(retrain_set or ()), log_file,
+        )  # fmt: skip
     started = time.perf_counter()
     try:
-        result, report = asyncio.run(_simulate(url, store, config))
-    except (SimulationError, EventPostError) as error:
+        result, report = asyncio.run(_simulate(url, store, config, retrain))
+    except (SimulationError, EventPostError, RuntimeError) as error:
         console.print(f"[red]simulation stopped: {error}[/red]")
         raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
@@ -88,14 +116,15 @@ def simulate_command(
     console.print(client_table(result, elapsed, arms))
     console.print(daily_client_table(result, arms))
     _print_events(result)
+    swap = _print_retrain(result, retrain, arms) if retrain is not None else None
     _print_report(report, png)
     rows = _print_list_metrics(result, arms, lists_png)
     if out is not None:
-        write_figures(out, result, report, rows, elapsed)
+        write_figures(out, result, report, rows, elapsed, swap)
 
 
 async def _simulate(
-    url: str, store: Any, config: SimulationConfig
+    url: str, store: Any, config: SimulationConfig, retrain: RetrainAfter | None = None
 ) -> tuple[SimulationResult, ExperimentReport]:
     import httpx
 
@@ -110,8 +139,11 @@ async def _simulate(
 
         def progress(day: int, views: int) -> None:
             console.print(f"day {day + 1}/{config.days} done: {views:,} page views so far")
+            if retrain is not None and day + 1 == retrain.day:
+                console.print(f"retraining {retrain.model} on days 1-{day + 1} while day {day + 2} runs")
 
-        result = await simulation.run(client, progress)
+        after_day = retrain.hook(config) if retrain is not None else None
+        result = await simulation.run(client, progress, after_day)
         return result, await fetch_report(client, config.experiment)
 
 
@@ -175,18 +207,47 @@ def daily_client_table(result: SimulationResult, arms: list[str]) -> Table:
     log = result.log
     served, days = np.asarray(log.arms, dtype=str), np.asarray(log.days)
     downloads = np.asarray(log.downloads, dtype=np.float64)
+    from simulation.retrain_demo import versions_by_day
+
     names = [arm for arm in arms if arm in set(log.arms)]
     table = Table(title="per simulated day (client side, point estimates)")
     table.add_column("day")
     for column in [f"{name} CTR %" for name in names] + [f"{name} lift" for name in names[1:]]:
         table.add_column(column, justify="right")
+    for name in names:
+        table.add_column(f"{name} version")
     first = result.config.start_date()
+    versions = versions_by_day(result)
     for day in range(result.config.days):
         shown = [downloads[(days == day) & (served == name)] for name in names]
         ctr = [float(d.mean()) / result.config.list_size if d.size else float("nan") for d in shown]
         cells = [f"{100 * value:.2f}" for value in ctr] + [f"{100 * (v / ctr[0] - 1):+.1f}%" for v in ctr[1:]]
+        cells += [", ".join(versions.get(day, {}).get(name, [])) for name in names]
         table.add_row(f"{day + 1} ({first + timedelta(days=day)})", *cells)
     return table
+
+
+def _print_retrain(result: SimulationResult, retrain: RetrainAfter, arms: list[str]) -> dict[str, Any]:
+    """The retrain's outcome and the noise-free check of the swap (true CTR before / after)."""
+    from simulation.retrain_demo import swap_check
+
+    summary = retrain.summary or {}
+    console.print(
+        f"retrain after day {retrain.day}: {summary.get('outcome')} "
+        f"{summary.get('serving_version')} -> {summary.get('candidate_version')}; "
+        + "  ".join(f"{k} {v:.1f}s" for k, v in summary.get("seconds", {}).items())
+        + (f"; {'; '.join(summary['reasons'])}" if summary.get("reasons") else "")
+    )
+    arm = next((a for a in arms if a == retrain.model), arms[-1])
+    check = swap_check(result, arm, arms[0], retrain.day)
+    console.print(
+        f"{arm} true CTR (no download noise): days {check['before_days']} "
+        f"{100 * check['true_ctr_before']:.3f}% ({check['ratio_to_control_before']:.3f}x {arms[0]}), "
+        f"days {check['after_days']} {100 * check['true_ctr_after']:.3f}% "
+        f"({check['ratio_to_control_after']:.3f}x {arms[0]}): "
+        + ("no drop" if check["no_drop"] else "[red]dropped[/red]")
+    )
+    return {"retrain": summary, "swap_check": check}
 
 
 def _print_events(result: SimulationResult) -> None:
@@ -234,8 +295,11 @@ def client_daily_counts(result: SimulationResult) -> list[dict[str, Any]]:
     import numpy as np
 
     log = result.log
+    from simulation.retrain_demo import versions_by_day
+
     arms, days, users = np.asarray(log.arms, dtype=str), np.asarray(log.days), np.asarray(log.users)
     downloads, truth = np.asarray(log.downloads), np.asarray(log.true_ctr_sum)
+    versions = versions_by_day(result)
     counts: list[dict[str, Any]] = []
     for day in range(result.config.days):
         for arm in sorted(set(log.arms)):
@@ -249,13 +313,19 @@ def client_daily_counts(result: SimulationResult) -> list[dict[str, Any]]:
                     "page_views": int(mask.sum()),
                     "downloads": int(downloads[mask].sum()),
                     "true_probability_sum": float(truth[mask].sum()),
+                    "versions": versions.get(day, {}).get(arm, []),
                 }
             )
     return counts
 
 
 def write_figures(
-    path: Path, result: SimulationResult, report: ExperimentReport, rows: list[ListMetricsRow], elapsed: float
+    path: Path,
+    result: SimulationResult,
+    report: ExperimentReport,
+    rows: list[ListMetricsRow],
+    elapsed: float,
+    retrain: dict[str, Any] | None = None,
 ) -> None:
     """The run's scenario, client-side counts, event outcome, report and list metrics, as JSON."""
     figures = {
@@ -273,6 +343,8 @@ def write_figures(
         "report": json.loads(report.model_dump_json()),
         "list_metrics": [asdict(row) for row in rows],
     }
+    if retrain is not None:
+        figures["retrain"] = retrain
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2, default=str) + "\n")
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,7 +28,6 @@ from typer.testing import CliRunner
 from apprank.bootstrap import EXPERIMENT, BootstrapResult
 from apprank.cli import build_app
 from model.versions import current_version, list_versions
-from pipeline.export import ExportSummary, export_training
 from pipeline.gate import GateConfig
 from pipeline.retrain import RetrainConfig, RetrainJob, Window
 from pipeline.retrain_run import Services, run_retrain
@@ -169,41 +169,43 @@ def test_the_loop_publishes_a_version_that_serves_in_place_of_the_old_one(loop: 
 
 
 class FlippedLabels:
-    """The event store with every training label inverted: a deliberately damaged candidate."""
+    """The event store with every label of ``days`` inverted: a deliberately damaged candidate."""
 
-    def __init__(self, store: EventStore) -> None:
-        self.store = store
+    def __init__(self, store: EventStore, days: tuple[float, float] | None = None) -> None:
+        self.store, self.days = store, days
 
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]:
+        flip = self.days is None or (start_ts, end_ts) == self.days
         for row in self.store.labeled_rows(experiment, start_ts, end_ts):
-            yield replace(row, label=1 - row.label)
+            yield replace(row, label=1 - row.label) if flip else row
 
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
         return self.store.served_models(experiment, start_ts, end_ts)
 
 
-def test_the_gate_refuses_a_damaged_candidate_and_the_old_version_keeps_serving(loop: Loop) -> None:
+@pytest.mark.parametrize("export", ["prepared", "parquet"])
+def test_the_gate_refuses_a_damaged_candidate_and_the_old_version_keeps_serving(
+    loop: Loop, export: str
+) -> None:
     serving = current_version(loop.models / "deepfm")
     versions = deepfm_versions(loop)
-    window = Window.ending(LAST_DAY, 2, 1)
-
-    def damaging(
-        store: EventStore, experiment: str, start: float, end: float, out: Path, schema: object
-    ) -> ExportSummary:
-        source = FlippedLabels(store) if (start, end) == window.train else store
-        return export_training(source, experiment, start, end, out, schema)  # type: ignore[arg-type]
-
-    config = RetrainConfig(days=2, train={"epochs": 1, "threads": 1}, gate=GateConfig(**SMALL_DAYS))
+    # each export on its own window (a window's work directory is its own; a finished one is not rerun)
+    window = Window.ending(LAST_DAY - timedelta(days=0 if export == "prepared" else 1), 2, 1)
+    gate = GateConfig(**SMALL_DAYS)
+    config = RetrainConfig(days=2, train={"epochs": 1, "threads": 1}, gate=gate, export=export)
     job = RetrainJob(EXPERIMENT, "deepfm", loop.models, window, config)
     database = Database(loop.db_url)
     try:
-        services = Services(open_event_store(database), database, DEFAULT_TABLE_PREFIX, exporter=damaging)
+        damaged = FlippedLabels(open_event_store(database), window.train)
+        services = Services(damaged, database, DEFAULT_TABLE_PREFIX)  # type: ignore[arg-type]
         state = run_retrain(job, services)
     finally:
         database.close()
     assert state.outcome == "refused" and state.decision is not None
     assert any("logloss" in reason or "AUC" in reason for reason in state.reasons), state.reasons
     assert Step.PUBLISH not in state.done
+    if export == "prepared":  # the held-out day is read straight from the store: not flipped
+        assert state.exported["holdout"]["rows"] >= 100 and (job.work / "data" / "prepared").is_dir()
     assert deepfm_versions(loop) == versions and current_version(loop.models / "deepfm") == serving
     assert served_by_deepfm(loop) == {serving}
     wait_until(
@@ -240,3 +242,35 @@ def test_a_retrain_killed_half_way_and_run_again_publishes_exactly_one_version(l
     assert resumed.outcome == "published", resumed.reasons
     assert [v for v in deepfm_versions(loop) if v not in versions] == [state.candidate_version]
     assert current_version(loop.models / "deepfm") == state.candidate_version
+
+
+def test_the_simulation_retrains_after_a_day_and_the_new_version_serves_the_days_after(loop: Loop) -> None:
+    """What ``make demo`` runs: the retrain after day 2 beside day 3, day 4 on the new version only."""
+    from simulation.retrain_demo import RetrainAfter, swap_check, versions_by_day
+
+    before = current_version(loop.models / "deepfm")
+    first_day = TODAY - timedelta(days=30)  # days of their own: no other test's window
+    config = SimulationConfig(users=60, days=4, visit_share=1.0, views_per_visit=1.0, candidates=25)
+    config = replace(config, list_size=5, event_time=EventTime.SIMULATED, first_day=first_day, concurrency=4)
+    retrain = RetrainAfter(
+        2, loop.models, "deepfm", loop.url, TOKEN, loop.db_url, loop.config_file, QUICK,
+        loop.models.parent / "demo-retrain.log",
+    )  # fmt: skip
+
+    async def run() -> Any:
+        async with httpx.AsyncClient(base_url=loop.url, timeout=30) as client:
+            return await Simulation(loop.store, config).run(client, after_day=retrain.hook(config))
+
+    result = asyncio.run(run())  # a failed /rank or retrain raises
+    assert result.posted.accepted > 600 and not result.posted.rejected
+    summary = retrain.summary
+    assert summary is not None and summary["outcome"] == "published", summary
+    new = summary["candidate_version"]
+    assert summary["serving_version"] == before and summary["reload"]["status"] == 200
+    assert summary["exported"]["train"]["rows"] > 0 and summary["exported"]["holdout"]["rows"] > 0
+    versions = versions_by_day(result)
+    assert versions[0]["deepfm"] == [before] and versions[1]["deepfm"] == [before]
+    assert versions[3]["deepfm"] == [new] and set(versions[2]["deepfm"]) <= {before, new}
+    assert versions[3]["lr"] == versions[0]["lr"]  # the other arm is untouched
+    check = swap_check(result, "deepfm", "lr", 2)
+    assert check["after_days"] == [4] and check["true_ctr_after"] > 0
