@@ -79,29 +79,9 @@ def _example_inputs(encoded: Encoded, layout: InputLayout) -> tuple[Tensor, ...]
 
 def export_onnx(model: nn.Module, layout: InputLayout, example: Encoded, path: Path) -> None:
     """Write the scoring graph of ``model`` (eval mode) as ONNX with a dynamic batch dimension."""
-    graph = ScoringGraph(model, layout).eval()
     names = [f.name for f in layout.fields]
-    batch = torch.export.Dim("batch", min=1)
-    # the exporter warns about optional torchvision ops it skips; the passes narrate at INFO
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    for noisy in ("onnx_ir", "onnxscript"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter warns about axis renaming it handles itself
-        program = torch.onnx.export(
-            graph,
-            _example_inputs(example, layout),
-            input_names=names,
-            output_names=["ctr"],
-            dynamic_shapes=(tuple({0: batch} for _ in names),),
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
+    graph = ScoringGraph(model, layout)
+    _export_graph(graph, _example_inputs(example, layout), names, [True] * len(names), "ctr", path, "batch")
 
 
 def torch_ctr(
@@ -147,12 +127,15 @@ def parity_check(
 
 
 def _export_graph(module: nn.Module, inputs: tuple[Tensor, ...], names: list[str], dynamic: list[bool],
-                  output: str, path: Path) -> None:  # fmt: skip
-    """Write ``module`` as ONNX; inputs marked ``dynamic`` get the batch dimension ``n``, others stay 1."""
-    rows = torch.export.Dim("n", min=1)
+                  output: str, path: Path, dim: str = "n") -> None:  # fmt: skip
+    """Write ``module`` as ONNX; inputs marked ``dynamic`` get the batch dimension ``dim``, others stay 1."""
+    rows = torch.export.Dim(dim, min=1)
+    # the exporter warns about optional torchvision ops it skips; the passes narrate at INFO
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for noisy in ("onnx_ir", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # the exporter warns about axis renaming it handles itself
         program = torch.onnx.export(
             module.eval(),
             inputs,

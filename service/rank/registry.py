@@ -161,11 +161,13 @@ def _load_request_shaped(
     return model
 
 
-def _expect_io(path: Path, session: Any, inputs: Mapping[str, str], output: str) -> None:
+def _expect_io(
+    path: Path, session: Any, inputs: Mapping[str, str], output: str, against: str = "the manifest's"
+) -> None:
     actual = {i.name: i.type for i in session.get_inputs()}
     if actual != dict(inputs):
         raise BundleError(
-            f"{path}: graph inputs {sorted(actual.items())} differ from the manifest's "
+            f"{path}: graph inputs {sorted(actual.items())} differ from {against} "
             f"{sorted(inputs.items())} (schema mismatch)"
         )
     outputs = [o.name for o in session.get_outputs()]
@@ -175,15 +177,7 @@ def _expect_io(path: Path, session: Any, inputs: Mapping[str, str], output: str)
 
 def _check_io(bundle: Bundle, session: Any) -> None:
     expected = {f.name: _ORT_TYPES[f.role] for f in bundle.encoder.layout.fields}
-    actual = {i.name: i.type for i in session.get_inputs()}
-    if actual != expected:
-        raise BundleError(
-            f"{bundle.onnx_path}: graph inputs {sorted(actual.items())} differ from the encoder's layout "
-            f"{sorted(expected.items())} (schema mismatch)"
-        )
-    outputs = [o.name for o in session.get_outputs()]
-    if OUTPUT not in outputs:
-        raise BundleError(f"{bundle.onnx_path}: no output named {OUTPUT!r} (outputs: {outputs})")
+    _expect_io(bundle.onnx_path, session, expected, OUTPUT, against="the encoder's layout")
 
 
 def _warm_up(model: LoadedModel) -> None:
