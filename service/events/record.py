@@ -27,6 +27,7 @@ import numpy as np
 
 from service.rank.served import LoggedFields, ServedList, logged_json
 
+NO_FIELDS = msgspec.Raw(b"\xc0")  # msgpack nil: log every key
 ListRow = tuple[Any, ...]
 ItemRow = tuple[Any, ...]
 FeatureRow = tuple[str, str, str]
@@ -50,7 +51,7 @@ class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
     ctr: bytes
     bids: bytes | None
     features: list[dict[str, Any]]
-    fields: msgspec.Raw | None = None
+    fields: msgspec.Raw = NO_FIELDS  # (msgspec decodes a Raw alone, not in a union)
 
     def rows(self, fields: LoggedFields | None) -> tuple[ListRow, list[ItemRow], list[FeatureRow]]:
         """The ``served_lists`` row, the ``served_items`` rows (1-based positions, best first) and the
@@ -137,9 +138,9 @@ class RecordEncoder:
             self._fields_raw(served.fields),
         )
 
-    def _fields_raw(self, fields: LoggedFields | None) -> msgspec.Raw | None:
+    def _fields_raw(self, fields: LoggedFields | None) -> msgspec.Raw:
         if fields is None:
-            return None
+            return NO_FIELDS
         known = self._fields.get(id(fields))
         if known is None or known[0] is not fields:
             raw = msgspec.Raw(
@@ -166,9 +167,9 @@ class FieldsCache:
         self._known: dict[bytes, LoggedFields] = {}
 
     def fields(self, record: ServedRecord) -> LoggedFields | None:
-        if record.fields is None:
-            return None
         key = bytes(record.fields)
+        if key == b"\xc0":
+            return None
         known = self._known.get(key)
         if known is None:
             user, context, item = _FIELDS_DECODER.decode(key)

@@ -135,19 +135,21 @@ class ByteRing:
         chunk = bytes(self._data[start : start + first])
         return chunk if first == size else chunk + bytes(self._data[: size - first])
 
-    def read(self, max_records: int, start: int | None = None) -> tuple[list[bytes], int]:
-        """Up to ``max_records`` records from ``start`` (default: ``TAIL``), and the offset after them.
+    def read(self, max_records: int) -> tuple[list[bytes], list[int]]:
+        """Up to ``max_records`` records from ``TAIL``, and the offset after each of them.
 
         Consumer side; nothing is consumed until ``consume``.
         """
-        offset = self.get(Slot.TAIL) if start is None else start
+        offset = self.get(Slot.TAIL)
         head = self.get(Slot.HEAD)
         records: list[bytes] = []
+        ends: list[int] = []
         while offset < head and len(records) < max_records:
             (length,) = _LENGTH.unpack(self._take(offset, _LENGTH.size))
             records.append(self._take(offset + _LENGTH.size, length))
             offset += _LENGTH.size + length
-        return records, offset
+            ends.append(offset)
+        return records, ends
 
     def consume(self, end: int, records: int) -> None:
         """Consumer side: release everything before ``end`` (``records`` records) to the producer."""
