@@ -266,6 +266,9 @@ class ProcessWriter:
         if self._supervisor is not None:
             self._supervisor.join(timeout_s)
         process = self._process
+        if process is not None and ring.get(Slot.PID) != process.pid:
+            process.kill()  # still starting (it has not attached to the ring): quicker to write from here
+            process.wait()
         if process is not None:
             try:
                 process.wait(timeout_s)

@@ -26,6 +26,7 @@ from service.events.schema import migrations
 from service.events.store import SqlEventStore, open_event_store
 from service.rank.served import LoggedFields, ServedList
 from tests.conftest import wait_until
+from tests.service.conftest import rank_body
 from tests.service.test_events_support import StoreTarget, event, event_in, served_list
 from tests.service.test_harden_store import app_for
 
@@ -241,3 +242,28 @@ def test_a_killed_writer_is_restarted_and_no_acknowledged_event_is_lost(target: 
         assert lists + writer.dropped == submitted[0]
         assert log.counters.snapshot()["served_lists_dropped"] == writer.dropped
         assert events == 3 and acknowledged[0] == 20  # 3 distinct (item, type) pairs, the rest duplicates
+
+
+def test_rank_keeps_answering_while_its_writer_process_is_killed(client: TestClient) -> None:
+    log = client.app.state.service.event_log  # type: ignore[attr-defined]
+    writer = log.writer
+    assert isinstance(writer, ProcessWriter)
+    statuses: list[int] = []
+
+    def rank(times: int) -> None:
+        statuses.extend(client.post("/rank", json=rank_body(20)).status_code for _ in range(times))
+
+    rank(5)
+    assert writer.flush(30) and writer.written == 5
+    first_pid = writer.pid
+    assert first_pid is not None
+    os.kill(first_pid, signal.SIGKILL)
+    rank(30)
+    wait_until(lambda: writer.restarts == 1 and writer.pid != first_pid, 30, "a new writer")
+    rank(5)
+    assert writer.flush(30)
+    assert statuses == [200] * 40
+    assert writer.written + writer.dropped >= 40  # lists the killed writer held are written again
+    with log.store.db.read() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {log.store.prefix}served_lists")
+        assert cursor.fetchone()[0] + writer.dropped == 40
