@@ -106,6 +106,7 @@ class ProcessWriter:
         self._stop = threading.Event()
         self._stopping = False
         self._forwarded = dict.fromkeys(_FORWARDED, 0)
+        self._spawned_at = 0.0
         self.refused = 0  # lists dropped here: the ring full, or a list that could not be encoded
         self.restarts = 0
 
@@ -218,13 +219,22 @@ class ProcessWriter:
         process.stdin.write(config.to_json().encode() + b"\n")
         process.stdin.flush()  # stdin stays open: its end tells the writer this worker is gone
         self._process = process
+        self._spawned_at = time.monotonic()
 
     def _supervise(self) -> None:
+        quick_deaths = 0  # writers in a row that died soon after their start: restarts back off
+        next_start = 0.0
         while not self._stop.wait(self._supervise_s):
             self._forward()
             process = self._process
             if process is None or process.poll() is None or self._stopping:
                 continue
+            if next_start == 0.0:
+                quick_deaths = quick_deaths + 1 if time.monotonic() - self._spawned_at < 5.0 else 0
+                next_start = time.monotonic() + min(5.0, 0.1 * 2**quick_deaths) if quick_deaths > 1 else 0.0
+            if time.monotonic() < next_start:
+                continue
+            next_start = 0.0
             self.restarts += 1
             self._counters.served_writer_restarted()
             log.error(

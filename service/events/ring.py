@@ -50,6 +50,8 @@ class Slot(IntEnum):
 
 
 _SLOTS = 16
+_HEAD, _TAIL, _RECORDS_IN = int(Slot.HEAD), int(Slot.TAIL), int(Slot.RECORDS_IN)
+_LENGTH_SIZE = _LENGTH.size
 
 
 class ByteRing:
@@ -63,7 +65,6 @@ class ByteRing:
         if self._slots[Slot.MAGIC] != MAGIC:
             raise ValueError(f"{path} is not a served-list ring")
         self.capacity = int(self._slots[Slot.CAPACITY])
-        self._data = memoryview(mapping)[HEADER_BYTES : HEADER_BYTES + self.capacity]
 
     @classmethod
     def create(cls, path: Path, capacity: int) -> ByteRing:
@@ -76,6 +77,10 @@ class ByteRing:
             mapping = mmap.mmap(fd, HEADER_BYTES + capacity)
         finally:
             os.close(fd)
+        zeros = bytes(min(capacity, 1 << 20))
+        for start in range(HEADER_BYTES, HEADER_BYTES + capacity, len(zeros)):  # fault every page in
+            end = min(start + len(zeros), HEADER_BYTES + capacity)  # now, not on the request thread
+            mapping[start:end] = zeros[: end - start]
         slots = (ctypes.c_uint64 * _SLOTS).from_buffer(mapping)
         slots[Slot.CAPACITY] = capacity
         slots[Slot.MAGIC] = MAGIC
@@ -110,30 +115,36 @@ class ByteRing:
     def append(self, record: bytes) -> int:
         """Append one record; its end offset (compare with ``TAIL``), or -1 when it does not fit.
 
-        Producer side: callers serialize calls (one lock per producer process).
+        Producer side: callers serialize calls (one lock per producer process). Costs two copies into
+        the mapping and three slot updates: no system call.
         """
-        size = _LENGTH.size + len(record)
-        head = self._slots[Slot.HEAD]
-        if head + size - self._slots[Slot.TAIL] > self.capacity:
+        slots, capacity = self._slots, self.capacity
+        size = len(record)
+        head = slots[_HEAD]
+        if head + _LENGTH_SIZE + size - slots[_TAIL] > capacity:
             return -1
-        self._put(head, _LENGTH.pack(len(record)))
-        self._put(head + _LENGTH.size, record)
-        self._slots[Slot.RECORDS_IN] += 1
-        self._slots[Slot.HEAD] = head + size  # published last: the consumer reads up to here
-        return head + size
+        self._put(head, _LENGTH.pack(size))
+        self._put(head + _LENGTH_SIZE, record)
+        slots[_RECORDS_IN] += 1
+        slots[_HEAD] = head + _LENGTH_SIZE + size  # published last: the consumer reads up to here
+        return head + _LENGTH_SIZE + size
 
     def _put(self, offset: int, chunk: bytes) -> None:
         start = offset % self.capacity
-        first = min(len(chunk), self.capacity - start)
-        self._data[start : start + first] = chunk[:first]
-        if first < len(chunk):
-            self._data[: len(chunk) - first] = chunk[first:]
+        end = start + len(chunk)
+        if end <= self.capacity:
+            self._map[HEADER_BYTES + start : HEADER_BYTES + end] = chunk
+            return
+        first = self.capacity - start
+        view = memoryview(chunk)
+        self._map[HEADER_BYTES + start : HEADER_BYTES + self.capacity] = view[:first]
+        self._map[HEADER_BYTES : HEADER_BYTES + len(chunk) - first] = view[first:]
 
     def _take(self, offset: int, size: int) -> bytes:
         start = offset % self.capacity
         first = min(size, self.capacity - start)
-        chunk = bytes(self._data[start : start + first])
-        return chunk if first == size else chunk + bytes(self._data[: size - first])
+        chunk = self._map[HEADER_BYTES + start : HEADER_BYTES + start + first]
+        return chunk if first == size else chunk + self._map[HEADER_BYTES : HEADER_BYTES + size - first]
 
     def read(self, max_records: int) -> tuple[list[bytes], list[int]]:
         """Up to ``max_records`` records from ``TAIL``, and the offset after each of them.
@@ -162,7 +173,6 @@ class ByteRing:
 
     def close(self) -> None:
         """Unmap the ring (the file stays)."""
-        self._data.release()
         del self._slots
         try:
             self._map.close()
