@@ -205,12 +205,13 @@ class RingLoader:
 _UNREADABLE = ServedRecord("", 0.0, "", "", 0, "", "", "", "", {}, {}, [], b"", None, [])
 
 
-def _watch_stdin(stop: threading.Event) -> None:
-    """Set ``stop`` when stdin closes: the worker that started this process is gone."""
+def _watch_stdin(stop: threading.Event, orphaned: threading.Event) -> None:
+    """Set ``orphaned`` and ``stop`` when stdin closes: the worker that started this process is gone."""
     try:
         while sys.stdin.buffer.read(65536):
             pass
     finally:
+        orphaned.set()
         stop.set()
 
 
@@ -231,10 +232,17 @@ def main() -> None:
         log.exception("preparing the writer's connection failed")
     loader = RingLoader(ring, store, config, report_cuts=True)
     signal.signal(signal.SIGTERM, lambda *_: loader.stop.set())
-    threading.Thread(target=_watch_stdin, args=(loader.stop,), name="stdin-watch", daemon=True).start()
+    orphaned = threading.Event()
+    watch = threading.Thread(
+        target=_watch_stdin, args=(loader.stop, orphaned), name="stdin-watch", daemon=True
+    )
+    watch.start()
     code = 0
     try:
         loader.run()
+        if orphaned.is_set() and ring.get(Slot.CLOSING) == 0:
+            log.warning("the worker is gone: its served lists are written, its ring removed")
+            ring.unlink()  # nobody else will (a worker that closes removes its ring itself)
     except BaseException:
         log.exception("the served-list writer failed")
         code = 1

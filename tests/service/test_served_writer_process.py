@@ -8,10 +8,13 @@ import dataclasses
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -267,3 +270,37 @@ def test_rank_keeps_answering_while_its_writer_process_is_killed(client: TestCli
     with log.store.db.read() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {log.store.prefix}served_lists")
         assert cursor.fetchone()[0] + writer.dropped == 40
+
+
+WORKER = """
+import sys, time
+from service.events.counters import EventCounters
+from service.events.log import EventLog, EventLogConfig
+from tests.service.test_events_support import served_list
+log = EventLog.open(sys.argv[1], EventLogConfig(flush_interval_s=30.0), counters=EventCounters())
+log.start()
+for r in range(50):
+    log.sink.submit(served_list(f"r{r}"))
+print(log.writer._ring.path, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_writer_of_a_killed_worker_stores_what_it_holds_and_removes_its_ring(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        ring = Path(worker.stdout.readline().strip())
+        assert ring.exists()
+    finally:
+        worker.kill()  # no close(): the writer learns it from its stdin
+        worker.wait()
+    wait_until(lambda: not ring.exists(), 30, "the orphaned writer done")
+    db = Database(url)
+    try:
+        with db.read() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM apprank_served_lists")
+            assert cursor.fetchone()[0] == 50
+    finally:
+        db.close()
