@@ -201,12 +201,27 @@ class ProcessWriter:
         """Make the ring, start the writer process and its supervisor."""
         if self._ring is not None:
             return
-        directory = self._directory or ring_directory()
-        path = directory / f"apprank-served-{os.getpid()}-{uuid.uuid4().hex[:12]}.ring"
-        self._ring = ByteRing.create(path, self._capacity)
+        self._ring = self._create_ring()
         self._spawn()
         self._supervisor = threading.Thread(target=self._supervise, name="served-writer-watch", daemon=True)
         self._supervisor.start()
+
+    def _create_ring(self) -> ByteRing:
+        """The ring, in ``directory`` (or ``/dev/shm``, then the temporary directory when that is full)."""
+        name = f"apprank-served-{os.getpid()}-{uuid.uuid4().hex[:12]}.ring"
+        directories = (
+            [self._directory] if self._directory else [ring_directory(), Path(tempfile.gettempdir())]
+        )
+        for position, directory in enumerate(directories):
+            try:
+                return ByteRing.create(directory / name, self._capacity)
+            except OSError as error:
+                if position == len(directories) - 1:
+                    raise
+                log.warning(
+                    "no room for the served-list ring in %s (%s); trying the next place", directory, error
+                )
+        raise AssertionError("unreachable")
 
     def _spawn(self) -> None:
         assert self._ring is not None

@@ -73,10 +73,15 @@ class ByteRing:
             raise ValueError(f"capacity must be at least 64 bytes, got {capacity}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, HEADER_BYTES + capacity)
+            # reserve the blocks now: a full tmpfs (a container's 64 MiB /dev/shm) fails here with
+            # ENOSPC, where a page written later through the mapping would kill the process (SIGBUS)
+            os.posix_fallocate(fd, 0, HEADER_BYTES + capacity)
             mapping = mmap.mmap(fd, HEADER_BYTES + capacity)
-        finally:
+        except OSError:
             os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
         zeros = bytes(min(capacity, 1 << 20))
         for start in range(HEADER_BYTES, HEADER_BYTES + capacity, len(zeros)):  # fault every page in
             end = min(start + len(zeros), HEADER_BYTES + capacity)  # now, not on the request thread
