@@ -11,18 +11,48 @@ Served lists: /rank encodes a record (``record``) into a byte ring (``ring``) th
 is the in-process alternative (``EventLogConfig.writer = "thread"``).
 """
 
-from service.events.counters import EventCounters
-from service.events.log import EventLog, EventLogConfig
-from service.events.process_writer import ProcessWriter
-from service.events.routes import events_router
-from service.events.store import (
-    EventStore,
-    PostgresEventStore,
-    SqlEventStore,
-    SQLiteEventStore,
-    open_event_store,
-)
-from service.events.writer import ServedListWriter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.events.counters import EventCounters
+    from service.events.log import EventLog, EventLogConfig
+    from service.events.process_writer import ProcessWriter
+    from service.events.routes import events_router
+    from service.events.store import (
+        EventStore,
+        PostgresEventStore,
+        SqlEventStore,
+        SQLiteEventStore,
+        open_event_store,
+    )
+    from service.events.writer import ServedListWriter
+
+# Names load on first use (PEP 562): the writer process imports ``service.events.served_writer``
+# without the routes, the committer and FastAPI's models, which would double its start-up time.
+_HOMES = {
+    "EventCounters": "counters",
+    "EventLog": "log",
+    "EventLogConfig": "log",
+    "ProcessWriter": "process_writer",
+    "events_router": "routes",
+    "EventStore": "store",
+    "PostgresEventStore": "store",
+    "SqlEventStore": "store",
+    "SQLiteEventStore": "store",
+    "open_event_store": "store",
+    "ServedListWriter": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "EventCounters",

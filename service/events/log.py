@@ -163,8 +163,8 @@ class EventLog:
 
     def start(self) -> None:
         """Create the tables if needed and start the writer, committer and maintenance threads."""
+        self.writer.start()  # first: the writer process starts up while the rest does
         self.store.migrate()
-        self.writer.start()
         self.committer.start()
         wants_users = self.config.users_refresh_s > 0 and self.counters.tracks_experiment_users
         if self.config.retention_days is not None or wants_users:

@@ -34,7 +34,11 @@ FeatureRow = tuple[str, str, str]
 
 
 class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
-    """One served list as handed to the writer (see the module's doc for what it holds)."""
+    """One served list as the writer reads it (see the module's doc for what it holds).
+
+    ``features`` stays one msgpack encoding per item: the writer decodes an item's features only the
+    first time it meets that (app, encoding) (``FeatureVersions``).
+    """
 
     request_id: str
     ts: float
@@ -50,15 +54,17 @@ class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
     app_ids: list[str]
     ctr: bytes
     bids: bytes | None
-    features: list[dict[str, Any]]
+    features: list[msgspec.Raw]
     fields: msgspec.Raw = NO_FIELDS  # (msgspec decodes a Raw alone, not in a union)
 
-    def rows(self, fields: LoggedFields | None) -> tuple[ListRow, list[ItemRow], list[FeatureRow]]:
+    def rows(
+        self, fields: LoggedFields | None, versions: FeatureVersions
+    ) -> tuple[ListRow, list[ItemRow], list[FeatureRow]]:
         """The ``served_lists`` row, the ``served_items`` rows (1-based positions, best first) and the
-        ``item_features`` rows (one per distinct (app, logged features) of the list).
+        ``item_features`` rows of the list's (app, logged features) versions.
 
-        The logged features are ``logged_json`` of the raw objects with ``fields`` (the record's own,
-        decoded by the caller: see ``FieldsCache``); an item refers to its features by ``feature_id``.
+        What is logged is ``logged_json`` of the raw objects with ``fields`` (the record's own, decoded
+        by ``FieldsCache``); an item refers to its logged features by ``feature_id``.
         """
         list_row = (
             self.request_id,
@@ -73,18 +79,61 @@ class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
             logged_json(self.user, None if fields is None else fields.user),
             logged_json(self.context, None if fields is None else fields.context),
         )
-        item_fields = None if fields is None else fields.item
         ctrs = np.frombuffer(self.ctr, dtype=np.float32).astype(float).tolist()
         bids = np.frombuffer(self.bids, dtype=np.float64).tolist() if self.bids is not None else None
         items: list[ItemRow] = []
-        features: dict[str, FeatureRow] = {}
+        features: list[FeatureRow] = []
+        version = versions.version
         for position, (app_id, ctr, raw) in enumerate(zip(self.app_ids, ctrs, self.features, strict=True)):
-            text = logged_json(raw, item_fields)
-            feature_id = feature_version(app_id, text)
-            features.setdefault(feature_id, (feature_id, app_id, text))
+            row = version(self.fields, fields, app_id, raw)
+            features.append(row)
             bid = None if bids is None or math.isnan(bids[position]) else bids[position]
-            items.append((self.request_id, position + 1, app_id, ctr, bid, feature_id))
-        return list_row, items, list(features.values())
+            items.append((self.request_id, position + 1, app_id, ctr, bid, row[0]))
+        return list_row, items, features
+
+
+class _OutgoingRecord(msgspec.Struct, array_like=True, frozen=True):
+    """``ServedRecord`` as the request thread encodes it: the same fields, features as objects."""
+
+    request_id: str
+    ts: float
+    experiment: str
+    arm: str
+    bucket: int
+    model: str
+    version: str
+    objective: str
+    user_id: str
+    user: Any
+    context: Any
+    app_ids: list[str]
+    ctr: bytes
+    bids: bytes | None
+    features: list[Any]
+    fields: msgspec.Raw
+
+
+class FeatureVersions:
+    """(app, features) versions met so far, by their encodings: the feature_id and logged JSON of an
+    item are computed once per distinct (logged fields, app, features encoding). Bounded: forgets all
+    past ``max_entries`` (then computes them again)."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._known: dict[tuple[bytes, str, bytes], FeatureRow] = {}
+        self._max = max_entries
+
+    def version(
+        self, fields_raw: msgspec.Raw, fields: LoggedFields | None, app_id: str, raw: msgspec.Raw
+    ) -> FeatureRow:
+        key = (bytes(fields_raw), app_id, bytes(raw))
+        row = self._known.get(key)
+        if row is None:
+            text = logged_json(_RAW_DECODER.decode(raw), None if fields is None else fields.item)
+            row = (feature_version(app_id, text), app_id, text)
+            if len(self._known) >= self._max:
+                self._known.clear()
+            self._known[key] = row
+        return row
 
 
 def feature_version(app_id: str, features_json: str) -> str:
@@ -107,7 +156,7 @@ class RecordEncoder:
         """The msgpack bytes of ``served``'s record."""
         return self._encoder.encode(self.record(served))
 
-    def record(self, served: ServedList) -> ServedRecord:
+    def record(self, served: ServedList) -> _OutgoingRecord:
         order = served.order
         count = len(order)
         if count == 1:
@@ -119,7 +168,7 @@ class RecordEncoder:
         else:
             app_ids, features = [], []
         bids = None if served.bids is None else served.bids[order].tobytes()
-        return ServedRecord(
+        return _OutgoingRecord(
             served.request_id,
             served.ts,
             served.experiment,
@@ -129,12 +178,12 @@ class RecordEncoder:
             served.version,
             served.objective,
             served.user_id,
-            served.user,  # type: ignore[arg-type]  # a dict on the rank path (RankRequest)
-            served.context,  # type: ignore[arg-type]
+            served.user,
+            served.context,
             app_ids,
             served.ctr[order].tobytes(),
             bids,
-            features,  # type: ignore[arg-type]
+            features,
             self._fields_raw(served.fields),
         )
 
@@ -152,6 +201,7 @@ class RecordEncoder:
 
 
 _DECODER = msgspec.msgpack.Decoder(ServedRecord)
+_RAW_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
 _FIELDS_DECODER = msgspec.msgpack.Decoder(tuple[list[str], list[str], list[str]])
 
 

@@ -202,7 +202,7 @@ class RingLoader:
         return False
 
 
-_UNREADABLE = ServedRecord("", 0.0, "", "", 0, "", "", "", "", {}, {}, [], b"", None, [])
+_UNREADABLE = ServedRecord("", 0.0, "", "", 0, "", "", "", "", {}, {}, [], b"", None, [])  # a marker
 
 
 def _watch_stdin(stop: threading.Event, orphaned: threading.Event) -> None:

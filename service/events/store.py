@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from service.db import Cursor, Database, StoreUnavailableError
 from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, Rejection, ServedRef
-from service.events.record import FieldsCache, ServedRecord, record_of
+from service.events.record import FeatureVersions, FieldsCache, ServedRecord, record_of
 from service.events.rows import LabeledRow, event_row, user_day_updates
 from service.events.schema import migrations
 from service.events.sql import Queries
@@ -60,6 +60,7 @@ class SqlEventStore:
         self.clock_skew_s = clock_skew_s
         self.q = Queries(prefix)
         self._fields = FieldsCache()
+        self._versions = FeatureVersions()
 
     def migrate(self) -> None:
         """Create or upgrade the event log's tables."""
@@ -94,7 +95,7 @@ class SqlEventStore:
         features: dict[str, tuple[str, str, str]] = {}
         for served in lists:
             record = record_of(served)
-            list_row, items, versions = record.rows(self._fields.fields(record))
+            list_row, items, versions = record.rows(self._fields.fields(record), self._versions)
             list_rows.append(list_row)
             item_rows.extend(items)
             for version in versions:

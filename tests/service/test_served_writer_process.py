@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -176,7 +177,7 @@ def test_the_request_thread_encodes_only_the_returned_items() -> None:
     record = decode_record(RecordEncoder().encode(served))
     assert record.app_ids == [f"a{i}" for i in range(99, 89, -1)]
     assert np.frombuffer(record.ctr, np.float32).tolist() == served.ctr[served.order].tolist()
-    assert len(record.features) == 10 and record.features[0] == served.features[99]
+    assert len(record.features) == 10 and msgspec.msgpack.decode(record.features[0]) == served.features[99]
 
 
 def test_a_full_ring_drops_and_counts_and_never_blocks(target: StoreTarget) -> None:
