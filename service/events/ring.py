@@ -76,16 +76,14 @@ class ByteRing:
             # reserve the blocks now: a full tmpfs (a container's 64 MiB /dev/shm) fails here with
             # ENOSPC, where a page written later through the mapping would kill the process (SIGBUS)
             os.posix_fallocate(fd, 0, HEADER_BYTES + capacity)
-            mapping = mmap.mmap(fd, HEADER_BYTES + capacity)
+            # every page mapped now (one call), not faulted in later on the request thread
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mapping = mmap.mmap(fd, HEADER_BYTES + capacity, flags=flags)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
         os.close(fd)
-        zeros = bytes(min(capacity, 1 << 20))
-        for start in range(HEADER_BYTES, HEADER_BYTES + capacity, len(zeros)):  # fault every page in
-            end = min(start + len(zeros), HEADER_BYTES + capacity)  # now, not on the request thread
-            mapping[start:end] = zeros[: end - start]
         slots = (ctypes.c_uint64 * _SLOTS).from_buffer(mapping)
         slots[Slot.CAPACITY] = capacity
         slots[Slot.MAGIC] = MAGIC
