@@ -4,8 +4,9 @@
    are already in the store), from concurrent clients; accepted events per second and request latency.
    Target on the project's 2-core machine: at least 20,000 events per second.
 2. Served-list logging: p50 / p99 of POST /rank at one connection (wrk) with the event log's writer as
-   the ServedListSink, against the same service with served lists discarded (``NullSink``); the
-   difference of the p50s is what logging adds to /rank. Target: at most 0.3 ms.
+   the ServedListSink, through the writer process (the default) and through the previous writer
+   thread (``APPRANK_EVENT_WRITER=thread``), against the same service with served lists discarded
+   (``NullSink``); the difference of the p50s is what logging adds to /rank. Target: at most 0.3 ms.
 
 The service is ``service.app:app_from_env`` under uvicorn (what ``apprank serve`` runs), with the event
 log attached (``APPRANK_EVENT_LOG=true``) or not, over an LR bundle on the frappe_ctr schema (the
