@@ -86,6 +86,7 @@ def open_event_log(settings: ServiceSettings) -> EventLog:
     """The event log of these settings, on its own database connection(s), updating the service's metrics."""
     config = EventLogConfig(
         writer=settings.event_writer,
+        served_log_bytes=settings.event_log_bytes,
         retention_days=settings.event_retention_days,
         clock_skew_s=settings.event_clock_skew_s,
     )

@@ -58,7 +58,7 @@ class EventLogConfig:
 
     max_events_per_batch: int = 1_000
     writer: Literal["process", "thread"] = "process"
-    served_log_bytes: int = 32 * 1024 * 1024
+    served_log_bytes: int = 16 * 1024 * 1024
     served_queue_size: int = 20_000
     served_queue_candidates: int = 500_000
     flush_interval_s: float = 0.05

@@ -70,7 +70,7 @@ class ProcessWriter:
         counters: EventCounters,
         *,
         prefix: str,
-        capacity_bytes: int = 32 * 1024 * 1024,
+        capacity_bytes: int = 16 * 1024 * 1024,
         flush_interval_s: float = 0.05,
         max_batch: int = 1_000,
         nice: int = 10,

@@ -75,7 +75,10 @@ class ByteRing:
         try:
             # reserve the blocks now: a full tmpfs (a container's 64 MiB /dev/shm) fails here with
             # ENOSPC, where a page written later through the mapping would kill the process (SIGBUS)
-            os.posix_fallocate(fd, 0, HEADER_BYTES + capacity)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, HEADER_BYTES + capacity)
+            else:  # macOS
+                os.ftruncate(fd, HEADER_BYTES + capacity)
             # every page mapped now (one call), not faulted in later on the request thread
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             mapping = mmap.mmap(fd, HEADER_BYTES + capacity, flags=flags)
