@@ -85,7 +85,10 @@ def build_state(settings: ServiceSettings) -> ServiceState:
 def open_event_log(settings: ServiceSettings) -> EventLog:
     """The event log of these settings, on its own database connection(s), updating the service's metrics."""
     config = EventLogConfig(
-        retention_days=settings.event_retention_days, clock_skew_s=settings.event_clock_skew_s
+        writer=settings.event_writer,
+        served_log_bytes=settings.event_log_bytes,
+        retention_days=settings.event_retention_days,
+        clock_skew_s=settings.event_clock_skew_s,
     )
     counters = EventCounters(event_metrics())
     return EventLog.open(settings.database_url, config, counters=counters, prefix=settings.table_prefix)
