@@ -50,6 +50,7 @@ from service.state import ServiceState, get_state
 log = logging.getLogger(__name__)
 BOOTSTRAP_ACTOR = "bootstrap"
 JSON_BODIES = frozenset({"/rank", "/events"})  # 415 for another Content-Type
+MSGPACK_BODIES = frozenset({"/rank"})  # application/msgpack too
 
 
 def build_state(settings: ServiceSettings) -> ServiceState:
@@ -129,7 +130,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.include_router(report_router(_event_log, _experiment_lookup))
     mount_console(app)
     add_error_handlers(app)
-    app.add_middleware(BodyMiddleware, limit=settings.max_body_bytes, json_paths=JSON_BODIES)
+    app.add_middleware(
+        BodyMiddleware,
+        limit=settings.max_body_bytes,
+        json_paths=JSON_BODIES,
+        msgpack_paths=MSGPACK_BODIES,
+    )
     app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -13,6 +13,7 @@ from service.experiments.models import Objective
 from service.experiments.router import Assignment, Router, UnknownExperimentError
 from service.metrics import MODEL_INFERENCE, RANK_CANDIDATES, RANK_DURATION
 from service.rank.contract import RankedItem, RankResponse
+from service.rank.media import Wire
 from service.rank.payload import RankRequest, parse_rank_request
 from service.rank.ranker import Ranker, Ranking
 from service.rank.registry import LoadedModel, ModelRegistry
@@ -37,15 +38,15 @@ class RankService:
         self.default_model = default_model
         self.ranker = Ranker()
 
-    def handle(self, body: bytes) -> bytes:
-        """The JSON response for a /rank body.
+    def handle(self, body: bytes, wire: Wire = Wire.JSON, answer: Wire = Wire.JSON) -> bytes:
+        """The response for a /rank body encoded as ``wire``, encoded as ``answer``.
 
         Raises:
             RequestError: bad input (4xx naming the field).
             UnavailableError: no model can serve this request (503).
         """
         started = time.perf_counter()
-        request = parse_rank_request(body, self.max_candidates)
+        request = parse_rank_request(body, self.max_candidates, wire is Wire.MSGPACK)
         assignment = self._assign(request)
         model = self.registry.get(assignment.model)
         if model is None:
@@ -53,7 +54,7 @@ class RankService:
         objective = request.objective or assignment.objective
         ranking = self.ranker.rank(model, request, objective)
         request_id = new_request_id()
-        content = render(request_id, assignment, model, objective, request.app_ids, ranking)
+        content = render(request_id, assignment, model, objective, request.app_ids, ranking, answer)
         self.sink.submit(_served(request_id, assignment, model, objective.value, request, ranking))
         MODEL_INFERENCE.labels(model.name, model.version).observe(ranking.inference_s)
         RANK_CANDIDATES.observe(len(request.app_ids))
@@ -83,7 +84,8 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-_ENCODER = msgspec.json.Encoder()
+_JSON_ENCODER = msgspec.json.Encoder()
+_MSGPACK_ENCODER = msgspec.msgpack.Encoder()
 
 
 def render(
@@ -93,9 +95,10 @@ def render(
     objective: Objective,
     app_ids: list[str],
     ranking: Ranking,
+    answer: Wire = Wire.JSON,
 ) -> bytes:
-    """The response JSON: identity of what served, then the items best first (msgspec structs: one C
-    call builds each item, cheaper than a dict)."""
+    """The response (JSON or MessagePack): identity of what served, then the items best first
+    (msgspec structs: one C call builds each item, cheaper than a dict)."""
     order = ranking.order.tolist()
     ids = [app_ids[order[0]]] if len(order) == 1 else list(itemgetter(*order)(app_ids))
     ctrs = ranking.ctr[ranking.order].tolist()
@@ -104,7 +107,9 @@ def render(
     response = RankResponse(
         request_id, assignment.experiment, assignment.arm, model.name, model.version, objective, items
     )
-    return _ENCODER.encode(response)
+    if answer is Wire.MSGPACK:
+        return _MSGPACK_ENCODER.encode(response)
+    return _JSON_ENCODER.encode(response)
 
 
 def _served(
