@@ -16,19 +16,22 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from service.errors import Loc, RequestError, printable
 from service.jsonbody import FINITE_MSG, UNSTORABLE, UNSTORABLE_MSG, storable
+from service.rank.contract import RankRequestBody
 
-# float 64 (0xcb) or float 32 (0xca) whose exponent bits are all ones: NaN or an infinity.
-# Any float of the body is written after its marker byte, so no non-finite float escapes the scan;
-# a string that happens to hold these bytes only sends the body to the slow path.
-_NON_FINITE = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]|\xca[\x7f\xff][\x80-\xff]")
+_FLOAT64, _FLOAT32 = 0xCB, 0xCA
 _ANY_DECODER = msgspec.msgpack.Decoder()
 _JSON = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+_APP_ID = attrgetter("app_id")
+_FEATURES = attrgetter("features")
 _NUL_ESCAPE = b"\\u0000"
 TYPE_MSG = (
     "must be a string, number, boolean, null, array or map "
@@ -38,17 +41,43 @@ KEY_MSG = "map keys must be strings"
 
 
 def may_hold_non_finite(body: bytes) -> bool:
-    """Whether ``body`` may hold a NaN or an infinity (False: it holds none)."""
-    return _NON_FINITE.search(body) is not None
+    """Whether ``body`` may hold a NaN or an infinity (False: it holds none).
 
-
-def holds_nul(decoded: msgspec.Struct) -> bool:
-    """Whether a string anywhere in ``decoded`` (keys too) holds a NUL character.
-
-    msgspec writes a NUL as the escape ``\\u0000`` in JSON, and only a NUL is written so (a
-    backslash in a string is written ``\\\\``), so one C call encodes and one ``memmem`` looks.
+    A float 64 (marker 0xcb) or float 32 (0xca) is non-finite when its exponent bits are all ones:
+    its first byte is 0x7f or 0xff and its second one at least 0xf0 (float 64) or 0x80 (float 32).
+    Every float of the body follows its marker, so none escapes the scan; a string that happens to
+    hold such bytes only sends the body to the slow path. Most bodies hold no 0x7f nor 0xff byte at
+    all, which two ``memchr`` tell.
     """
-    text = _JSON.encode(decoded)
+    if b"\x7f" not in body and b"\xff" not in body:
+        return False
+    data = np.frombuffer(body, dtype=np.uint8)
+    first = np.flatnonzero((data[1:-1] & 0x7F) == 0x7F) + 1  # 0x7f or 0xff, with a byte on each side
+    marker, second = data[first - 1], data[first + 1]
+    return bool((((marker == _FLOAT64) & (second >= 0xF0)) | ((marker == _FLOAT32) & (second >= 0x80))).any())
+
+
+def holds_nul(body: bytes, decoded: RankRequestBody) -> bool:
+    """Whether a string anywhere in ``decoded`` (keys too), decoded from ``body``, holds a NUL.
+
+    A NUL in a string is a zero byte of the body, so a body without one holds none (one ``memchr``);
+    but floats (bids) hold zero bytes, so then each part is looked at: the ids joined, and the
+    feature objects written again as MessagePack, where their strings are the only zero bytes when
+    their values are strings (the usual case). Else they are written as JSON, where a NUL is the
+    escape ``\\u0000`` (a backslash is written ``\\\\``).
+    """
+    if b"\x00" not in body:
+        return False
+    candidates = decoded.candidates
+    ids = [decoded.user_id, decoded.experiment or "", *map(_APP_ID, candidates)]
+    if "\x00" in "".join(ids) or _json_nul((decoded.user, decoded.context)):
+        return True
+    features = list(map(_FEATURES, candidates))
+    return b"\x00" in _MSGPACK.encode(features) and _json_nul(features)
+
+
+def _json_nul(value: Any) -> bool:
+    text = _JSON.encode(value)
     return _NUL_ESCAPE in text and _real_nul(text)
 
 

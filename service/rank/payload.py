@@ -105,7 +105,7 @@ def _fast_msgpack(body: bytes, max_candidates: int) -> RankRequest | None:
         data = _MSGPACK_DECODER.decode(body)
     except (msgspec.DecodeError, ValueError, RecursionError):
         return None
-    if holds_nul(data):
+    if holds_nul(body, data):
         return None
     return _accepted(data, max_candidates)
 

@@ -215,6 +215,31 @@ def with_candidate(**fields: Any) -> dict[str, Any]:
             ["body", "candidates", 0, "features", "genres", 1],
             "string_unstorable",
         ),
+        # with a bid (a float: zero bytes in the body), every place a string can hold a NUL
+        (
+            pack(with_candidate(bid=1.0, features={"rating": 4.5, "cost": "x\x00"})),
+            422,
+            ["body", "candidates", 0, "features", "cost"],
+            "string_unstorable",
+        ),
+        (
+            pack({**with_candidate(bid=1.0), "context": {"country": "\x00"}}),
+            422,
+            ["body", "context", "country"],
+            "string_unstorable",
+        ),
+        (
+            pack({"user_id": "u", "candidates": [{"app_id": "a\x00", "bid": 2.0}]}),
+            422,
+            ["body", "candidates", 0, "app_id"],
+            "string_unstorable",
+        ),  # fmt: skip
+        (
+            pack({**with_candidate(bid=1.0), "experiment": "e\x00"}),
+            422,
+            ["body", "experiment"],
+            "string_unstorable",
+        ),  # fmt: skip
         (pack({**GOOD, "user_id": 5}), 422, ["body", "user_id"], "string_type"),
         (pack({**GOOD, "top_k": 0}), 422, ["body", "top_k"], "greater_than_equal"),
         (pack({**GOOD, "objective": "best"}), 422, ["body", "objective"], "enum"),
