@@ -44,3 +44,20 @@ def test_float_bids_and_a_nul_free_body_take_the_fast_path() -> None:
     candidates = [{"app_id": f"a{i}", "bid": 0.0, "features": {"r": 0, "c": "x"}} for i in range(9)]
     request = _fast_msgpack(msgspec.msgpack.encode({"user_id": "u", "candidates": candidates}), 10)
     assert request is not None and request.bids is not None and request.bids.tolist() == [0.0] * 9
+
+
+def test_an_app_named_twice_takes_one_cache_row() -> None:
+    """The item cache gives an app one row however often one call names it (it took one per mention)."""
+    from service.rank.item_cache import ItemCache
+
+    cache = ItemCache(capacity=8)
+
+    def encode_rows(rows: list[int]) -> tuple[dict[str, np.ndarray], set[int]]:
+        return {"x": np.array([10 * r for r in rows], dtype=np.int64)}, set()
+
+    out = cache.encode(["a", "b", "a"], [{"k": 1}, {"k": 2}, {"k": 1}], encode_rows)
+    assert out["x"].tolist() == [0, 10, 20] and len(cache) == 2
+    again = cache.encode(["a", "b"], [{"k": 1}, {"k": 2}], encode_rows)
+    assert again["x"].tolist() == [20, 10] and cache.hits == 2
+    cache.encode([f"n{i}" for i in range(7)] * 2, [{"k": i} for i in range(14)], encode_rows)
+    assert len(cache) == 7  # past capacity it starts over: 7 distinct apps, 7 rows
