@@ -119,7 +119,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             await asyncio.to_thread(state.close)
 
     app = FastAPI(title="apprank", version="0.1.0", lifespan=lifespan)
-    app.router.routes.append(rank_route())
+    app.router.routes.insert(0, rank_route())  # the hot path is matched first
     document_rank(app, settings.max_candidates)
     app.include_router(models_router)
     app.include_router(versions_router)

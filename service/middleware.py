@@ -12,6 +12,7 @@ import orjson
 from service.metrics import HTTP_DURATION, HTTP_REQUESTS
 from service.rank.media import is_msgpack
 
+_MAX_LABEL_SETS = 1_024  # endpoints are route templates and statuses few: a bound all the same
 Scope = dict[str, Any]
 Message = dict[str, Any]
 ASGIApp = Any
@@ -191,6 +192,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -210,5 +212,10 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(endpoint, str(status)).inc()
-            HTTP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
+            children = self._children.get((endpoint, status))
+            if children is None:  # labels() locks and validates: looked up once per label set
+                children = HTTP_REQUESTS.labels(endpoint, str(status)), HTTP_DURATION.labels(endpoint)
+                if len(self._children) < _MAX_LABEL_SETS:
+                    self._children[(endpoint, status)] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

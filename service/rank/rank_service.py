@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from operator import itemgetter
+from typing import Any
 
 import msgspec
 
@@ -37,6 +38,7 @@ class RankService:
         self.max_candidates = max_candidates
         self.default_model = default_model
         self.ranker = Ranker()
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     def handle(self, body: bytes, wire: Wire = Wire.JSON, answer: Wire = Wire.JSON) -> bytes:
         """The response for a /rank body encoded as ``wire``, encoded as ``answer``.
@@ -56,10 +58,22 @@ class RankService:
         request_id = new_request_id()
         content = render(request_id, assignment, model, objective, request.app_ids, ranking, answer)
         self.sink.submit(_served(request_id, assignment, model, objective.value, request, ranking))
-        MODEL_INFERENCE.labels(model.name, model.version).observe(ranking.inference_s)
-        RANK_CANDIDATES.observe(len(request.app_ids))
-        RANK_DURATION.labels(assignment.experiment, assignment.arm).observe(time.perf_counter() - started)
+        self._observe(model, assignment, len(request.app_ids), ranking.inference_s, started)
         return content
+
+    def _observe(
+        self, model: LoadedModel, assignment: Assignment, candidates: int, inference_s: float, started: float
+    ) -> None:
+        """Record the request's metrics; the labelled histograms are looked up once per label set
+        (``labels()`` takes a lock and validates the labels: a visible share of a small request)."""
+        key = (model.name, model.version, assignment.experiment, assignment.arm)
+        children = self._children.get(key)
+        if children is None:
+            children = MODEL_INFERENCE.labels(*key[:2]), RANK_DURATION.labels(*key[2:])
+            self._children[key] = children
+        children[0].observe(inference_s)
+        RANK_CANDIDATES.observe(candidates)
+        children[1].observe(time.perf_counter() - started)
 
     def _assign(self, request: RankRequest) -> Assignment:
         default_model = self.default_model or self.registry.default_name()
