@@ -14,7 +14,10 @@ their features):
 
 For N = 100 and 1,000, top 10 and all returned, 1 and 2 workers: p50 / p99 at one connection (wrk,
 one thread; each process warmed first), JSON bodies; at N = 1,000 also MessagePack bodies and answers;
-and requests/s with 2 workers at N = 100, top 10 (``--connections``, wrk with 2 threads). wrk posts the
+and requests/s with 2 workers at N = 100, top 10 (``--connections``, wrk with 2 threads). The three
+services of one worker count run side by side and are measured in ``--rounds`` interleaved rounds (the
+bare ONNX call too); each figure is the median over the rounds, so that a shared machine's load
+weighs on every system alike (the per-round figures are in the JSON). wrk posts the
 same body again and again, so from the second request on every candidate is an item-cache hit (an
 app store's steady state; ``--item-cache-size 0`` measures the other extreme).
 
@@ -216,18 +219,21 @@ class Servers:
         return start_process(command, env, port, self.work / "handwritten.log")
 
 
-def measure(
-    url: str, cases: list[Case], bodies: dict[Case, Path], args: argparse.Namespace, work: Path
-) -> dict[Case, dict[str, float]]:
-    out = {}
-    for case in cases:
-        drive(url, bodies[case], case.media, work, 1, 1)  # warm-up: every worker, every cache
-        out[case] = drive(url, bodies[case], case.media, work, 1, args.seconds)
-        log.info("%s: %s", case.label, out[case])
+SYSTEMS = ("apprank", "apprank, log off", "handwritten")
+
+
+def median_of(figures: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the median over rounds (errors: the sum)."""
+    out = {key: float(np.median([f[key] for f in figures])) for key in figures[0]}
+    if "errors" in out:
+        out["errors"] = float(sum(f["errors"] for f in figures))
     return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every system of one worker count runs side by side (idle but one); the cases are measured in
+    ``--rounds`` interleaved rounds and each figure is the median over the rounds, so that a shared,
+    noisy machine slows every system alike."""
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     models = ensure_bundle(args.models, args.data)
     dirs = [p for p in sorted(models.iterdir()) if p.is_dir() and not p.name.startswith(".")]
@@ -239,50 +245,83 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for case in cases:
         bodies[case] = work / f"body-{case.n}-{case.top_k}-{case.media.split('/')[1]}"
         bodies[case].write_bytes(encoded_body(payload(rows, bundle, case.n, case.top_k), case.media))
-    onnx = {n: bare_onnx(bundle, payload(rows, bundle, n), args.repeats) for n in args.candidates}
+    plain = {n: payload(rows, bundle, n) for n in args.candidates}
+    onnx_rounds: dict[int, list[dict[str, float]]] = {n: [] for n in args.candidates}
     servers = Servers(args, models, bundle, work)
-    rows_out: list[dict[str, Any]] = []
-    throughput: dict[str, dict[str, float]] = {}
+    rounds: dict[tuple[str, int, Case], list[dict[str, float]]] = {}
+    loaded: dict[str, list[dict[str, float]]] = {}
     rps_case = Case(100, 10) if 100 in args.candidates else cases[0]
-    configurations = [("apprank", w, True) for w in args.workers] + [
-        ("apprank, log off", w, False) for w in args.workers
-    ]
-    configurations += [("handwritten", w, False) for w in args.workers]
-    for system, workers, logging_on in configurations:
-        if system == "handwritten":
-            server, url = servers.handwritten(workers)
-            wanted = [c for c in cases if c.media == JSON_MEDIA]
-        else:
-            server, url = servers.apprank(workers, logging_on)
-            wanted = cases
+    for workers in args.workers:
+        running = {
+            "apprank": servers.apprank(workers, True),
+            "apprank, log off": servers.apprank(workers, False),
+            "handwritten": servers.handwritten(workers),
+        }
         try:
-            figures = measure(url, wanted, bodies, args, work)
-            if workers == 2:
-                throughput[system] = drive(
-                    url, bodies[rps_case], JSON_MEDIA, work, args.connections, args.seconds
-                )
-                log.info("%s, 2 workers, %d connections: %s", system, args.connections, throughput[system])
+            for system, (_, url) in running.items():
+                for case in _cases_of(system, cases):
+                    drive(url, bodies[case], case.media, work, 1, 1)  # warm-up: every worker, every cache
+            for round_ in range(args.rounds):
+                for n in args.candidates:
+                    onnx_rounds[n].append(bare_onnx(bundle, plain[n], max(args.repeats // args.rounds, 50)))
+                for case in cases:
+                    for system, (_, url) in running.items():
+                        if case in _cases_of(system, cases):
+                            figure = drive(url, bodies[case], case.media, work, 1, args.seconds)
+                            rounds.setdefault((system, workers, case), []).append(figure)
+                            log.info(
+                                "round %d, %s, %d workers, %s: %s",
+                                round_,
+                                system,
+                                workers,
+                                case.label,
+                                figure,
+                            )
+                    if workers == 2 and case == rps_case:
+                        for system, (_, url) in running.items():
+                            figure = drive(
+                                url, bodies[case], JSON_MEDIA, work, args.connections, args.seconds
+                            )
+                            loaded.setdefault(system, []).append(figure)
+                            log.info(
+                                "round %d, %s, 2 workers, %d connections: %s",
+                                round_,
+                                system,
+                                args.connections,
+                                figure,
+                            )
         finally:
-            stop_service(server)
-        for case, figure in figures.items():
-            rows_out.append(
-                {
-                    "system": system,
-                    "workers": workers,
-                    **asdict(case),
-                    "label": case.label,
-                    "onnx_p50_ms": onnx[case.n]["p50_ms"],
-                    **figure,
-                }
-            )
+            for server, _ in running.values():
+                stop_service(server)
     shutil.rmtree(work, ignore_errors=True)
+    onnx = {n: median_of(figures) for n, figures in onnx_rounds.items() if figures}
+    rows_out = [
+        {
+            "system": system,
+            "workers": workers,
+            **asdict(case),
+            "label": case.label,
+            "onnx_p50_ms": onnx[case.n]["p50_ms"],
+            **median_of(figures),
+            "rounds": figures,
+        }
+        for (system, workers, case), figures in rounds.items()
+    ]
+    rows_out.sort(
+        key=lambda r: (SYSTEMS.index(r["system"]), r["workers"], r["media"], r["n"], r["top_k"] is None)
+    )
     return {
         "bundle": str(bundle),
         "onnx": {str(n): v for n, v in onnx.items()},
         "rows": rows_out,
-        "throughput": throughput,
+        "throughput": {system: median_of(figures) for system, figures in loaded.items()},
         "rps_case": rps_case.label,
     }
+
+
+def _cases_of(system: str, cases: list[Case]) -> list[Case]:
+    """The hand-written service takes JSON only."""
+    return [c for c in cases if c.media == JSON_MEDIA] if system == "handwritten" else cases
 
 
 def find(
@@ -338,7 +377,7 @@ def verdicts(results: dict[str, Any], connections: int) -> list[tuple[str, bool 
                 (
                     f"N={n:,} top 10: logging adds <= 0.1 ms p50, <= 0.3 ms p99",
                     d50 <= 0.1 and d99 <= 0.3,
-                    f"+{d50:.3f} ms p50, +{d99:.3f} ms p99",
+                    f"{d50:+.3f} ms p50, {d99:+.3f} ms p99",
                 )
             )
     loaded = results["throughput"].get("apprank")
@@ -395,7 +434,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="frappe_ctr directory (payloads)")
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--seconds", type=int, default=5, help="each measurement (after 1 s of warm-up)")
+    parser.add_argument("--seconds", type=int, default=3, help="each measurement (after 1 s of warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are their medians")
     parser.add_argument("--connections", type=int, default=8, help="for requests/s with 2 workers")
     parser.add_argument("--repeats", type=int, default=2000, help="bare ONNX calls timed")
     parser.add_argument(
@@ -419,6 +459,7 @@ def main() -> None:
             "load_generator": "wrk" if shutil.which("wrk") else "python",
         }
         options = {
+            "rounds": args.rounds,
             "item_cache_size": args.item_cache_size,
             "seconds": args.seconds,
             "connections": args.connections,
