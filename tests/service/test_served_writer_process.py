@@ -305,3 +305,17 @@ def test_the_writer_of_a_killed_worker_stores_what_it_holds_and_removes_its_ring
             assert cursor.fetchone()[0] == 50
     finally:
         db.close()
+
+
+def test_a_list_the_store_cannot_hold_is_dropped_alone(target: StoreTarget) -> None:
+    with opened(target, target.prefix) as log:
+        bad = served_list("bad")
+        bad.features[0]["blob"] = b"\x00\x01"  # a msgpack body may carry bytes: no JSON for them
+        for served in (served_list("good1"), bad, served_list("good2")):
+            log.sink.submit(served)
+        assert log.writer.flush(30)
+        assert (log.writer.written, log.writer.dropped) == (2, 1)
+        assert log.counters.snapshot()["served_lists_dropped"] == 1
+        with log.store.db.read() as cursor:
+            cursor.execute(f"SELECT request_id FROM {target.prefix}served_lists ORDER BY request_id")
+            assert [row[0] for row in cursor.fetchall()] == ["good1", "good2"]
