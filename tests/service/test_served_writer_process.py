@@ -324,3 +324,25 @@ def test_a_list_the_store_cannot_hold_is_dropped_alone(target: StoreTarget) -> N
         with log.store.db.read() as cursor:
             cursor.execute(f"SELECT request_id FROM {target.prefix}served_lists ORDER BY request_id")
             assert [row[0] for row in cursor.fetchall()] == ["good1", "good2"]
+
+
+def test_the_ring_wraps_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    from service.events.ring import ByteRing, Slot
+
+    ring = ByteRing.create(tmp_path / "ring", 100)
+    try:
+        seen: list[bytes] = []
+        for k in range(40):  # 40 records of 20-29 bytes through 100 bytes: the ring wraps many times
+            record = bytes([k]) * (16 + k % 10)
+            if ring.append(record) < 0:
+                payloads, ends = ring.read(100)
+                seen.extend(payloads)
+                ring.consume(ends[-1], len(payloads))
+                assert ring.append(record) > 0
+        payloads, ends = ring.read(100)
+        seen.extend(payloads)
+        assert seen == [bytes([k]) * (16 + k % 10) for k in range(40)]
+        assert ring.append(b"x" * 97) == -1  # 4 + 97 bytes can never fit in 100
+        assert ring.get(Slot.RECORDS_IN) - ring.get(Slot.RECORDS_OUT) == len(payloads)
+    finally:
+        ring.close()
