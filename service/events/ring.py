@@ -163,6 +163,8 @@ class ByteRing:
         ends: list[int] = []
         while offset < head and len(records) < max_records:
             (length,) = _LENGTH.unpack(self._take(offset, _LENGTH.size))
+            if offset + _LENGTH_SIZE + length > head:  # never for a published record: read it later
+                break
             records.append(self._take(offset + _LENGTH.size, length))
             offset += _LENGTH.size + length
             ends.append(offset)

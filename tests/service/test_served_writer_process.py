@@ -54,6 +54,7 @@ def traffic(lists: int = 40) -> list[ServedList]:
     for r in range(lists):
         base = served_list(f"r{r}", f"u{r % 7}", [f"app{(r + k) % 6}" for k in range(5)], top_k=3)
         features = [dict(f, junk=r) if r % 5 == 0 else f for f in base.features]
+        assert base.bids is not None
         bids = None if r % 3 == 0 else np.where(np.arange(5) == 1, np.nan, base.bids)
         served.append(
             dataclasses.replace(base, features=features, bids=bids, fields=FIELDS, ts=time.time() - 100 + r)
@@ -61,8 +62,14 @@ def traffic(lists: int = 40) -> list[ServedList]:
     return served
 
 
+def with_feature(served: ServedList, name: str, value: Any) -> ServedList:
+    """``served`` with ``name: value`` in its first candidate's features."""
+    first = {**served.features[0], name: value}
+    return dataclasses.replace(served, features=[first, *served.features[1:]])
+
+
 def impressions(served: list[ServedList]) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     for s in served:
         for k, index in enumerate(s.order.tolist()):
             kind = "download" if k == 0 and int(s.request_id[1:]) % 2 else "impression"
@@ -112,8 +119,7 @@ def test_the_record_round_trips_into_the_report_and_the_export_as_the_thread_wri
 
 def test_item_features_are_stored_once_per_app_and_version(store: SqlEventStore) -> None:
     lists = [served_list(f"r{r}", app_ids=("a", "b", "c")) for r in range(30)]
-    changed = served_list("new", app_ids=("a", "b", "c"))
-    changed.features[0]["rating"] = 1.5  # app a, a new version of its features
+    changed = with_feature(served_list("new", app_ids=("a", "b", "c")), "rating", 1.5)  # app a: a new version
     assert store.write_served([*lists[:10], changed]) == 33
     assert store.write_served(lists[10:]) == 60
     with store.db.read() as cursor:
@@ -305,3 +311,38 @@ def test_the_writer_of_a_killed_worker_stores_what_it_holds_and_removes_its_ring
             assert cursor.fetchone()[0] == 50
     finally:
         db.close()
+
+
+def test_a_list_the_store_cannot_hold_is_dropped_alone(target: StoreTarget) -> None:
+    with opened(target, target.prefix) as log:
+        bad = with_feature(served_list("bad"), "blob", b"\x00\x01")  # a msgpack body may carry bytes: no JSON
+        for served in (served_list("good1"), bad, served_list("good2")):
+            log.sink.submit(served)
+        assert log.writer.flush(30)
+        assert (log.writer.written, log.writer.dropped) == (2, 1)
+        assert log.counters.snapshot()["served_lists_dropped"] == 1
+        with log.store.db.read() as cursor:
+            cursor.execute(f"SELECT request_id FROM {target.prefix}served_lists ORDER BY request_id")
+            assert [row[0] for row in cursor.fetchall()] == ["good1", "good2"]
+
+
+def test_the_ring_wraps_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    from service.events.ring import ByteRing, Slot
+
+    ring = ByteRing.create(tmp_path / "ring", 100)
+    try:
+        seen: list[bytes] = []
+        for k in range(40):  # 40 records of 20-29 bytes through 100 bytes: the ring wraps many times
+            record = bytes([k]) * (16 + k % 10)
+            if ring.append(record) < 0:
+                payloads, ends = ring.read(100)
+                seen.extend(payloads)
+                ring.consume(ends[-1], len(payloads))
+                assert ring.append(record) > 0
+        payloads, ends = ring.read(100)
+        seen.extend(payloads)
+        assert seen == [bytes([k]) * (16 + k % 10) for k in range(40)]
+        assert ring.append(b"x" * 97) == -1  # 4 + 97 bytes can never fit in 100
+        assert ring.get(Slot.RECORDS_IN) - ring.get(Slot.RECORDS_OUT) == len(payloads)
+    finally:
+        ring.close()
