@@ -1,4 +1,10 @@
-"""Start and stop a real ``apprank`` service process (uvicorn on ``service.app:app_from_env``) for benches."""
+"""Start and stop a real ``apprank`` service process for benches: ``apprank serve``, as deployed.
+
+``start_service`` runs the very command ``apprank run`` ends in (``python -m apprank serve``), so the
+bench gets uvicorn exactly as a deployment does: the options of ``service.cli.uvicorn_options``
+(httptools with the service's header limits and read timeouts, the event loop, no access log, the
+keep-alive timeout) and the same worker and metrics-directory handling.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,9 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,23 +28,38 @@ def free_port() -> int:
         return port
 
 
-def start_service(settings: Mapping[str, str], workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn with ``workers`` processes and the given ``APPRANK_*`` settings, once /readyz answers 200.
+def start_service(
+    settings: Mapping[str, str], workers: int = 1, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``apprank serve`` with ``workers`` processes and the given ``APPRANK_*`` settings, once /readyz
+    answers 200; its output goes to ``log`` (None: inherited).
 
-    Several workers get a fresh ``PROMETHEUS_MULTIPROC_DIR``, as ``apprank serve`` gives them.
+    Several workers get a fresh metrics directory, from ``apprank serve`` itself.
     """
     port = free_port()
-    env = dict(os.environ, **settings)
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(settings)
+    models = env.get("APPRANK_MODELS_DIR", "models")
+    command = [sys.executable, "-m", "apprank", "serve", "--models", models, "--port", str(port)]
+    command += ["--workers", str(workers)]
     if workers > 1:
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"apprank-metrics-{port}-")
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env", "--port", str(port)]
-    command += ["--workers", str(workers), "--no-access-log", "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env, cwd=REPO)
+        command += ["--metrics-dir", str(Path(env.get("TMPDIR", "/tmp")) / f"apprank-bench-metrics-{port}")]
+    return start_process(command, env, port, log)
+
+
+def start_process(
+    command: Sequence[str], env: Mapping[str, str], port: int, log: Path | None = None, ready: str = "/readyz"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``command`` (a server on ``port``) and wait until ``ready`` answers 200 (60 s at most)."""
+    output = None if log is None else log.open("ab")
+    server = subprocess.Popen(list(command), env=dict(env), cwd=REPO, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{command[:4]} exited with {server.returncode} (see {log})")
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as answer:
+            with urllib.request.urlopen(f"{url}{ready}", timeout=1) as answer:
                 if answer.status == 200:
                     return server, url
         except OSError:

@@ -50,6 +50,7 @@ from service.state import ServiceState, get_state
 log = logging.getLogger(__name__)
 BOOTSTRAP_ACTOR = "bootstrap"
 JSON_BODIES = frozenset({"/rank", "/events"})  # 415 for another Content-Type
+MSGPACK_BODIES = frozenset({"/rank"})  # application/msgpack too
 
 
 def build_state(settings: ServiceSettings) -> ServiceState:
@@ -85,7 +86,10 @@ def build_state(settings: ServiceSettings) -> ServiceState:
 def open_event_log(settings: ServiceSettings) -> EventLog:
     """The event log of these settings, on its own database connection(s), updating the service's metrics."""
     config = EventLogConfig(
-        retention_days=settings.event_retention_days, clock_skew_s=settings.event_clock_skew_s
+        writer=settings.event_writer,
+        served_log_bytes=settings.event_log_bytes,
+        retention_days=settings.event_retention_days,
+        clock_skew_s=settings.event_clock_skew_s,
     )
     counters = EventCounters(event_metrics())
     return EventLog.open(settings.database_url, config, counters=counters, prefix=settings.table_prefix)
@@ -118,7 +122,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             await asyncio.to_thread(state.close)
 
     app = FastAPI(title="apprank", version="0.1.0", lifespan=lifespan)
-    app.router.routes.append(rank_route())
+    app.router.routes.insert(0, rank_route())  # the hot path is matched first
     document_rank(app, settings.max_candidates)
     app.include_router(models_router)
     app.include_router(versions_router)
@@ -129,7 +133,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.include_router(report_router(_event_log, _experiment_lookup))
     mount_console(app)
     add_error_handlers(app)
-    app.add_middleware(BodyMiddleware, limit=settings.max_body_bytes, json_paths=JSON_BODIES)
+    app.add_middleware(
+        BodyMiddleware,
+        limit=settings.max_body_bytes,
+        json_paths=JSON_BODIES,
+        msgpack_paths=MSGPACK_BODIES,
+    )
     app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app

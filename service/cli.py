@@ -6,7 +6,7 @@ import functools
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -35,22 +35,27 @@ def register(app: typer.Typer) -> None:
         from service.settings import ServiceSettings
 
         os.environ["APPRANK_MODELS_DIR"] = str(models)
-        protocol = http_protocol(ServiceSettings())
         if workers > 1 or metrics_dir is not None or os.environ.get(MULTIPROC_ENV):
             default = Path(tempfile.gettempdir()) / f"apprank-metrics-{port}"
             prepare_multiprocess_dir(metrics_dir or Path(os.environ.get(MULTIPROC_ENV) or default))
-        uvicorn.run(
-            "service.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_level="info",
-            loop="auto",
-            http=protocol,  # type: ignore[arg-type]  # a protocol factory, as uvicorn calls it
-            timeout_keep_alive=5,
-        )
+        uvicorn.run(**uvicorn_options(ServiceSettings(), host, port, workers))
+
+
+def uvicorn_options(settings: ServiceSettings, host: str, port: int, workers: int) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` for ``apprank serve`` (``apprank run`` execs it, and
+    benches start it): the app factory, httptools with the limits of ``settings``, no access log."""
+    return {
+        "app": "service.app:app_from_env",
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "access_log": False,
+        "log_level": "info",
+        "loop": "auto",
+        "http": http_protocol(settings),  # a protocol factory, as uvicorn calls it
+        "timeout_keep_alive": 5,
+    }
 
 
 def http_protocol(settings: ServiceSettings) -> functools.partial[LimitedHttpToolsProtocol]:

@@ -22,6 +22,7 @@ from service.errors import Loc, RequestError, printable
 
 INT64_MIN = -(2**63)
 NUL_ESCAPE = b"\\u0000"
+_FEW_BACKSLASHES = 16
 UNSTORABLE_MSG = "must not contain NUL characters or lone surrogates (the database cannot store them)"
 UNSTORABLE = "string_unstorable"
 FINITE_MSG = "must be a finite number (NaN, Infinity and out-of-range numbers are not allowed)"
@@ -47,8 +48,16 @@ def load_json(body: bytes, loc: Loc = ("body",)) -> Any:
 
 def may_hold_nul(body: bytes) -> bool:
     """Whether ``body`` holds the escape ``\\u0000`` (or text that looks like it: an escaped backslash
-    before ``u0000``). Most bodies hold no backslash at all, which one ``memchr`` tells."""
-    return b"\\" in body and NUL_ESCAPE in body
+    before ``u0000``). Most bodies hold no backslash at all, which one ``memchr`` tells; those with a
+    few are checked at each backslash (``memchr`` again), not by a search of the whole body."""
+    at = body.find(b"\\")
+    for _ in range(_FEW_BACKSLASHES):
+        if at < 0:
+            return False
+        if body.startswith(NUL_ESCAPE, at):
+            return True
+        at = body.find(b"\\", at + 1)
+    return at >= 0 and NUL_ESCAPE in body
 
 
 def _located(body: bytes, reason: str, loc: Loc) -> Any:

@@ -118,6 +118,9 @@ SERVED_LISTS_DROPPED = Counter("apprank_served_lists_dropped", "Served lists dro
 SERVED_LIST_RETRIES = Counter(
     "apprank_served_list_retries", "Served-list writes failed on the database and retried (lists)."
 )
+SERVED_WRITER_RESTARTS = Counter(
+    "apprank_served_log_writer_restarts", "Served-list writer processes that died and were restarted."
+)
 SERVED_LOG_QUEUE_DEPTH = Gauge(
     "apprank_served_log_queue_depth", "Served lists waiting to be written.", multiprocess_mode="livesum"
 )
@@ -135,6 +138,8 @@ def event_metrics() -> EventMetrics:
         served_lists_dropped=SERVED_LISTS_DROPPED,
         served_list_retries=SERVED_LIST_RETRIES,
         served_log_queue_depth=SERVED_LOG_QUEUE_DEPTH,
+        served_writer_restarts=SERVED_WRITER_RESTARTS,
+        served_values_cut=SERVED_VALUES_CUT,
         events_rejected=EVENTS_REJECTED,
         impressions=IMPRESSIONS,
         downloads=DOWNLOADS,

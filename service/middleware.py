@@ -10,7 +10,9 @@ from typing import Any, cast
 import orjson
 
 from service.metrics import HTTP_DURATION, HTTP_REQUESTS
+from service.rank.media import is_msgpack
 
+_MAX_LABEL_SETS = 1_024  # endpoints are route templates and statuses few: a bound all the same
 Scope = dict[str, Any]
 Message = dict[str, Any]
 ASGIApp = Any
@@ -24,16 +26,24 @@ class BodyMiddleware:
       is a 413 once ``limit`` bytes came out, not a worker out of memory); other encodings: 415.
     * ``json_paths`` (``POST /rank``, ``POST /events``) take ``application/json`` (or ``+json``);
       another Content-Type is a 415. No Content-Type at all is read as JSON: hand-written clients
-      often send none, and the body is checked as JSON either way.
+      often send none, and the body is checked as JSON either way. ``msgpack_paths`` (``POST /rank``)
+      take ``application/msgpack`` too.
 
     A body with a Content-Length and no encoding passes through untouched (the common case costs
     nothing); a chunked or encoded one is read whole here and handed over as one message.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, json_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        json_paths: frozenset[str] = frozenset(),
+        msgpack_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.limit = limit
         self.json_paths = json_paths
+        self.msgpack_paths = msgpack_paths
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -78,7 +88,11 @@ class BodyMiddleware:
         if scope["method"] == "POST" and scope["path"] in self.json_paths:
             media = headers.get(b"content-type")
             if media is not None and not is_json(media):
+                if scope["path"] in self.msgpack_paths and is_msgpack(media):
+                    return None
                 msg = "send the body as JSON with Content-Type: application/json"
+                if scope["path"] in self.msgpack_paths:
+                    msg += " (or as MessagePack with Content-Type: application/msgpack)"
                 return 415, ["header", "content-type"], msg, "unsupported_media_type"
         return None
 
@@ -178,6 +192,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -197,5 +212,10 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(endpoint, str(status)).inc()
-            HTTP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
+            children = self._children.get((endpoint, status))
+            if children is None:  # labels() locks and validates: looked up once per label set
+                children = HTTP_REQUESTS.labels(endpoint, str(status)), HTTP_DURATION.labels(endpoint)
+                if len(self._children) < _MAX_LABEL_SETS:
+                    self._children[(endpoint, status)] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
         sync_interval_s: how often each worker polls the store for experiment or model changes.
         experiments_file: optional JSON list of experiments created at start when absent from the store.
         event_log: build the event log (served lists, ``POST /events``, reports) into the app.
+        event_writer: ``process``: /rank encodes each served list into a byte ring that a writer
+            process stores (off the worker's GIL); ``thread``: a thread of the worker stores them.
+        event_log_bytes: that ring's size per worker (in ``/dev/shm``, else the temporary directory):
+            served lists that find it full are dropped and counted.
         event_retention_days: when set, served lists and events older than this are purged hourly.
         event_clock_skew_s: how far an event's time may precede its served list or follow the server's
             clock (300 s; simulations that back-date events to past days widen it).
@@ -77,6 +81,8 @@ class ServiceSettings(BaseSettings):
     sync_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
     experiments_file: Path | None = None
     event_log: bool = True
+    event_writer: Literal["process", "thread"] = "process"
+    event_log_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 34)] = 16 * 1024 * 1024
     event_retention_days: Annotated[int, Field(ge=1)] | None = None
     event_clock_skew_s: Annotated[float, Field(ge=0.0)] = DEFAULT_EVENT_CLOCK_SKEW_S
     gil_switch_interval_s: Annotated[float, Field(ge=0.0001, le=0.1)] = 0.001

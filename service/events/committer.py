@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from service.db import is_data_error
 from service.events.models import BatchOutcome, EventIn, Rejection
 from service.events.store import EventStore
-from service.events.writer import ServedListWriter
+from service.events.writer import ServedListLog
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, store: EventStore, writer: ServedListWriter | None, *, max_group_events: int = 20_000
+        self, store: EventStore, writer: ServedListLog | None, *, max_group_events: int = 20_000
     ) -> None:
         self._store = store
         self._writer = writer

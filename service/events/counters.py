@@ -21,6 +21,8 @@ class EventMetrics:
     served_lists_dropped: prom.Counter | None = None
     served_list_retries: prom.Counter | None = None  # lists whose write failed on the database, retried
     served_log_queue_depth: prom.Gauge | None = None
+    served_writer_restarts: prom.Counter | None = None  # the writer process died and was restarted
+    served_values_cut: prom.Counter | None = None  # {reason}: counted by the writer process
     events_rejected: prom.Counter | None = None  # {reason}
     impressions: prom.Counter | None = None  # {experiment, arm}
     downloads: prom.Counter | None = None  # {experiment, arm}
@@ -35,6 +37,7 @@ class EventCounters:
         self._lock = threading.Lock()
         self.dropped = 0
         self.retried = 0
+        self.writer_restarts = 0
         self.queue_depth = 0
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[tuple[str, str, str]] = Counter()
@@ -52,6 +55,23 @@ class EventCounters:
             self.retried += count
         if self.metrics.served_list_retries is not None:
             self.metrics.served_list_retries.inc(count)
+
+    def served_writer_restarted(self) -> None:
+        """The writer process died and was started again."""
+        with self._lock:
+            self.writer_restarts += 1
+        if self.metrics.served_writer_restarts is not None:
+            self.metrics.served_writer_restarts.inc()
+
+    def served_values_cut(self, unknown_field: int, too_long: int) -> None:
+        """Values the writer process left out of the log (``service.rank.served.logged_json``)."""
+        metric = self.metrics.served_values_cut
+        if metric is None:
+            return
+        if unknown_field:
+            metric.labels(reason="unknown_field").inc(unknown_field)
+        if too_long:
+            metric.labels(reason="too_long").inc(too_long)
 
     def served_queue_depth(self, depth: int) -> None:
         self.queue_depth = depth
@@ -95,6 +115,7 @@ class EventCounters:
             return {
                 "served_lists_dropped": self.dropped,
                 "served_list_retries": self.retried,
+                "served_writer_restarts": self.writer_restarts,
                 "served_log_queue_depth": self.queue_depth,
                 "events_rejected": dict(self.rejected),
                 "events_accepted": [

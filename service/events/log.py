@@ -13,14 +13,16 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 from service.db import Database
 from service.events.committer import GroupCommitter
 from service.events.counters import EventCounters
 from service.events.models import BatchOutcome, EventIn, IngestResponse, Rejection
+from service.events.process_writer import ProcessWriter
 from service.events.store import SqlEventStore, open_event_store
 from service.events.validation import CLOCK_SKEW_S, parse_batch
-from service.events.writer import ServedListWriter
+from service.events.writer import ServedListLog, ServedListWriter
 from service.settings import DEFAULT_TABLE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,11 @@ class EventLogConfig:
 
     Attributes:
         max_events_per_batch: a POST /events body with more events is refused (413).
-        served_queue_size: served lists waiting to be written beyond this are dropped (and counted).
+        writer: ``process``: served lists are encoded on the request thread into a byte ring that a
+            writer process stores (``ProcessWriter``: nothing shares the worker's GIL); ``thread``: a
+            thread of this process builds and stores them (``ServedListWriter``).
+        served_log_bytes: the process writer's ring: lists beyond it are dropped (and counted).
+        served_queue_size: the thread writer's bound: lists waiting beyond this are dropped (counted).
         served_queue_candidates: likewise for the candidates those lists hold (bounds the memory).
         flush_interval_s: the served-list writer's longest wait before writing a batch.
         unknown_request_grace_s: how long events naming an unknown request_id are retried before they
@@ -51,6 +57,8 @@ class EventLogConfig:
     """
 
     max_events_per_batch: int = 1_000
+    writer: Literal["process", "thread"] = "process"
+    served_log_bytes: int = 16 * 1024 * 1024
     served_queue_size: int = 20_000
     served_queue_candidates: int = 500_000
     flush_interval_s: float = 0.05
@@ -109,18 +117,32 @@ class EventLog:
         self.config = config or EventLogConfig()
         self.counters = counters if counters is not None else EventCounters()
         self.store: SqlEventStore = open_event_store(db, prefix, clock_skew_s=self.config.clock_skew_s)
-        self.writer = ServedListWriter(
-            self.store,
-            self.counters,
-            max_queue=self.config.served_queue_size,
-            max_queued_candidates=self.config.served_queue_candidates,
-            flush_interval_s=self.config.flush_interval_s,
-            retry_horizon_s=self.config.served_retry_horizon_s,
-        )
+        self.writer = self._writer(prefix)
         self.committer = GroupCommitter(self.store, self.writer)
         self._owns_db = owns_db
         self._stop_maintenance = threading.Event()
         self._maintenance: threading.Thread | None = None
+
+    def _writer(self, prefix: str) -> ServedListLog:
+        config = self.config
+        if config.writer == "process":
+            return ProcessWriter(
+                self.db.url,
+                self.store,
+                self.counters,
+                prefix=prefix,
+                capacity_bytes=config.served_log_bytes,
+                flush_interval_s=config.flush_interval_s,
+                retry_horizon_s=config.served_retry_horizon_s,
+            )
+        return ServedListWriter(
+            self.store,
+            self.counters,
+            max_queue=config.served_queue_size,
+            max_queued_candidates=config.served_queue_candidates,
+            flush_interval_s=config.flush_interval_s,
+            retry_horizon_s=config.served_retry_horizon_s,
+        )
 
     @classmethod
     def open(
@@ -135,14 +157,14 @@ class EventLog:
         return cls(Database(url), config, counters=counters, owns_db=True, prefix=prefix)
 
     @property
-    def sink(self) -> ServedListWriter:
+    def sink(self) -> ServedListLog:
         """The ``ServedListSink`` to hand to /rank."""
         return self.writer
 
     def start(self) -> None:
         """Create the tables if needed and start the writer, committer and maintenance threads."""
+        self.writer.start()  # first: the writer process starts up while the rest does
         self.store.migrate()
-        self.writer.start()
         self.committer.start()
         wants_users = self.config.users_refresh_s > 0 and self.counters.tracks_experiment_users
         if self.config.retention_days is not None or wants_users:

@@ -127,3 +127,4 @@ class PurgeCounts:
     served_items: int
     events: int
     user_days: int
+    item_features: int = 0

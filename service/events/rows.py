@@ -1,8 +1,9 @@
-"""Row builders: a ServedList into table rows, accepted events into rows and user-day counts."""
+"""Row builders: accepted events into rows and user-day counts, labeled rows out of the export query.
+
+A served list's rows are built by its record (``service.events.record.ServedRecord.rows``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,48 +11,8 @@ from typing import Any
 import orjson
 
 from service.events.models import EventIn, ServedRef
-from service.rank.served import ServedList, logged_json
 
 DAY_S = 86400.0
-
-
-def served_rows(served: ServedList) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """The ``served_lists`` row and the ``served_items`` rows (one per returned item, best first).
-
-    Positions are 1-based, like the ``position`` of /rank's response items. The raw features are
-    logged as ``logged_json`` bounds them (the schema's fields, values capped).
-    """
-    fields = served.fields
-    list_row = (
-        served.request_id,
-        float(served.ts),
-        served.experiment,
-        served.arm,
-        int(served.bucket),
-        served.model,
-        served.version,
-        served.objective,
-        str(served.user_id),
-        logged_json(served.user, None if fields is None else fields.user),
-        logged_json(served.context, None if fields is None else fields.context),
-    )
-    item_fields = None if fields is None else fields.item
-    order = [int(i) for i in served.order]
-    ctrs = served.ctr[served.order].astype(float).tolist() if order else []
-    items: list[tuple[Any, ...]] = []
-    bids = served.bids[served.order].tolist() if served.bids is not None else [math.nan] * len(order)
-    for position, (index, ctr, bid) in enumerate(zip(order, ctrs, bids, strict=True), start=1):
-        items.append(
-            (
-                served.request_id,
-                position,
-                str(served.app_ids[index]),
-                ctr,
-                None if math.isnan(bid) else bid,
-                logged_json(served.features[index], item_fields),
-            )
-        )
-    return list_row, items
 
 
 def event_day(ts: float) -> int:

@@ -5,8 +5,12 @@ Types are spelled so that both accept them: ``DOUBLE PRECISION`` is REAL in SQLi
 Every name carries the service's table prefix (``apprank_`` by default).
 
 * ``served_lists``: one row per /rank response (raw user and context JSON).
-* ``served_items``: one row per returned item (position, predicted CTR, bid, raw item features JSON);
-  a clustered (``WITHOUT ROWID``) table on SQLite, one B-tree to grow per insert instead of two.
+* ``served_items``: one row per returned item (position, predicted CTR, bid, and the ``feature_id`` of
+  its logged features); a clustered (``WITHOUT ROWID``) table on SQLite, one B-tree to grow per insert
+  instead of two.
+* ``item_features`` (migration 4): the logged raw features of an app, once per distinct (app, features)
+  version (``service.events.record.feature_version``), which served items refer to instead of repeating
+  them in every list. Versions no item refers to any more go with the retention purge.
 * ``events``: impressions and downloads. ``experiment``, ``arm`` and ``day`` are copied from the served
   list at ingestion (denormalized) so that the report never joins. ``(request_id, app_id, type)`` is
   unique: an item of a served list is shown at most once and downloaded at most once, which keeps
@@ -80,6 +84,37 @@ CREATE INDEX {p}events_downloads_by_day ON {p}events (day, request_id, app_id) W
 """
 
 
+# Migration 4: item features stored once per (app, features) version. Rows already stored get versions
+# numbered here (``m1``, ``m2``, ... : SQL has no BLAKE2b), so they are not shared with the hashed ids of
+# later writes; a version is then stored at most twice. SQLite cannot drop a NOT NULL column of a
+# WITHOUT ROWID table in place: the items table is rebuilt (the same text suits PostgreSQL).
+_ITEM_FEATURES = """
+CREATE TABLE {p}item_features (
+    feature_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    features_json TEXT NOT NULL
+){suffix};
+INSERT INTO {p}item_features (feature_id, app_id, features_json)
+SELECT 'm' || CAST(ROW_NUMBER() OVER (ORDER BY app_id, features_json) AS TEXT), app_id, features_json
+FROM (SELECT DISTINCT app_id, features_json FROM {p}served_items) AS versions;
+CREATE TABLE {p}served_items_v4 (
+    request_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    app_id TEXT NOT NULL,
+    ctr DOUBLE PRECISION NOT NULL,
+    bid DOUBLE PRECISION,
+    feature_id TEXT NOT NULL,
+    PRIMARY KEY (request_id, app_id)
+){suffix};
+INSERT INTO {p}served_items_v4 (request_id, position, app_id, ctr, bid, feature_id)
+SELECT i.request_id, i.position, i.app_id, i.ctr, i.bid, f.feature_id
+FROM {p}served_items AS i
+JOIN {p}item_features AS f ON f.app_id = i.app_id AND f.features_json = i.features_json;
+DROP TABLE {p}served_items;
+ALTER TABLE {p}served_items_v4 RENAME TO {p}served_items
+"""
+
+
 def migrations(prefix: str) -> list[Migration]:
     """The event log's tables named ``{prefix}...``; the migration store is ``{prefix}events``."""
     store = f"{prefix}events"
@@ -97,4 +132,10 @@ def migrations(prefix: str) -> list[Migration]:
             _ROLLUP.format(p=prefix, suffix=""),
         ),
         Migration(store, 3, _DOWNLOADS_BY_DAY.format(p=prefix)),
+        Migration(
+            store,
+            4,
+            _ITEM_FEATURES.format(p=prefix, suffix=" WITHOUT ROWID"),
+            _ITEM_FEATURES.format(p=prefix, suffix=""),
+        ),
     ]

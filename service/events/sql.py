@@ -16,9 +16,13 @@ _INSERT_SERVED_LISTS = (
     "user_id, user_json, context_json) VALUES {values} ON CONFLICT DO NOTHING"
 )
 _INSERT_SERVED_ITEMS = (
-    "INSERT INTO {p}served_items (request_id, position, app_id, ctr, bid, features_json) "
+    "INSERT INTO {p}served_items (request_id, position, app_id, ctr, bid, feature_id) "
     "VALUES {values} ON CONFLICT DO NOTHING"
 )
+_INSERT_ITEM_FEATURES = (
+    "INSERT INTO {p}item_features (feature_id, app_id, features_json) VALUES {values} ON CONFLICT DO NOTHING"
+)
+ITEM_FEATURES_WIDTH = 3
 SERVED_LIST_WIDTH = 11
 SERVED_ITEM_WIDTH = 6
 _INSERT_EVENT_UNCHECKED = (
@@ -59,11 +63,12 @@ GROUP BY day, arm
 # order, one page at a time (keyset pagination: no server-side cursor needed in either dialect).
 _LABELED_PAGE = """
 SELECT e.ts, e.event_id, e.request_id, e.app_id, e.user_id, l.arm, l.model, l.version, l.user_json,
-       l.context_json, i.position, i.ctr, i.bid, i.features_json,
+       l.context_json, i.position, i.ctr, i.bid, f.features_json,
        CASE WHEN d.event_id IS NULL THEN 0 ELSE 1 END AS label
 FROM {p}events AS e
 JOIN {p}served_lists AS l ON l.request_id = e.request_id
 JOIN {p}served_items AS i ON i.request_id = e.request_id AND i.app_id = e.app_id
+JOIN {p}item_features AS f ON f.feature_id = i.feature_id
 LEFT JOIN {p}events AS d ON d.request_id = e.request_id AND d.app_id = e.app_id AND d.type = 'download'
 WHERE e.type = 'impression' AND e.experiment = ? AND e.ts >= ? AND e.ts < ?
   AND (e.ts > ? OR (e.ts = ? AND e.event_id > ?))
@@ -87,6 +92,7 @@ _PURGE = (
         "(SELECT request_id FROM {p}served_lists WHERE ts < ?)",
     ),
     ("served_lists", "DELETE FROM {p}served_lists WHERE ts < ?"),
+    ("item_features", ""),  # dialect-specific, no parameter: see ``Queries.purge_features``
     ("events", "DELETE FROM {p}events WHERE ts < ?"),
     ("user_days", "DELETE FROM {p}event_user_days WHERE day < ?"),
 )
@@ -114,6 +120,20 @@ _STORED_TRIPLES = (
 )
 
 
+# The feature versions no served item refers to any more. SQLite evaluates ``NOT IN`` once into a
+# temporary index; PostgreSQL plans ``NOT EXISTS`` as a hash anti-join (its ``NOT IN`` would not be hashed
+# beyond work_mem), after a lock that waits for (and holds off) the writers' inserts, so that a version
+# reused by a list written meanwhile is never deleted under it.
+_PURGE_FEATURES_SQLITE = (
+    "DELETE FROM {p}item_features WHERE feature_id NOT IN (SELECT feature_id FROM {p}served_items)"
+)
+_PURGE_FEATURES_POSTGRES = (
+    "LOCK TABLE {p}item_features IN SHARE ROW EXCLUSIVE MODE;"
+    "DELETE FROM {p}item_features AS f WHERE NOT EXISTS "
+    "(SELECT 1 FROM {p}served_items AS i WHERE i.feature_id = f.feature_id)"
+)
+
+
 class Queries:
     """Every statement of the event log for one table prefix, in portable ``?`` form."""
 
@@ -128,6 +148,10 @@ class Queries:
         self.served_models = _SERVED_MODELS.format(p=prefix)
         self.user_counts = _USER_COUNTS.format(p=prefix)
         self.purge = tuple((name, statement.format(p=prefix)) for name, statement in _PURGE)
+        self.purge_features = {
+            "sqlite": [_PURGE_FEATURES_SQLITE.format(p=prefix)],
+            "postgresql": _PURGE_FEATURES_POSTGRES.format(p=prefix).split(";"),
+        }
         self._cache: dict[tuple[str, int], str] = {}
 
     def insert_served_lists(self, rows: int) -> str:
@@ -137,6 +161,10 @@ class Queries:
     def insert_served_items(self, rows: int) -> str:
         """A multi-row insert of ``rows`` served items (one SQL step for all: see ``write_served``)."""
         return self._multi_row(_INSERT_SERVED_ITEMS, SERVED_ITEM_WIDTH, rows)
+
+    def insert_item_features(self, rows: int) -> str:
+        """A multi-row insert of ``rows`` item feature versions (those already stored are kept)."""
+        return self._multi_row(_INSERT_ITEM_FEATURES, ITEM_FEATURES_WIDTH, rows)
 
     def insert_events_returning(self, rows: int) -> str:
         """A multi-row event insert returning the rows actually inserted (id, request, app, type)."""

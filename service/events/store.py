@@ -15,7 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 from service.db import Cursor, Database, StoreUnavailableError
 from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, Rejection, ServedRef
-from service.events.rows import LabeledRow, event_row, served_rows, user_day_updates
+from service.events.record import FeatureVersions, FieldsCache, ServedRecord, record_of
+from service.events.rows import LabeledRow, event_row, user_day_updates
 from service.events.schema import migrations
 from service.events.sql import Queries
 from service.events.validation import CLOCK_SKEW_S, check_reference
@@ -34,7 +35,7 @@ class EventStore(Protocol):
 
     def migrate(self) -> None: ...
     def prepare_writer_thread(self) -> None: ...
-    def write_served(self, lists: Sequence[ServedList]) -> int: ...
+    def write_served(self, lists: Sequence[ServedList | ServedRecord]) -> int: ...
     def record_events(
         self, batches: Sequence[Sequence[EventIn]], received_at: float
     ) -> list[BatchOutcome]: ...
@@ -58,6 +59,8 @@ class SqlEventStore:
         self.prefix = prefix
         self.clock_skew_s = clock_skew_s
         self.q = Queries(prefix)
+        self._fields = FieldsCache()
+        self._versions = FeatureVersions()
 
     def migrate(self) -> None:
         """Create or upgrade the event log's tables."""
@@ -83,19 +86,26 @@ class SqlEventStore:
                 time.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
-    def write_served(self, lists: Sequence[ServedList]) -> int:
-        """Store served lists and their returned items in one transaction; returns the item count."""
+    def write_served(self, lists: Sequence[ServedList | ServedRecord]) -> int:
+        """Store served lists, their returned items and the item feature versions not stored yet, in one
+        transaction; returns the item count. ``ServedList``s go through the request thread's record
+        encoding first (``record_of``), so every caller stores exactly what the writer process would."""
         list_rows: list[tuple[Any, ...]] = []
         item_rows: list[tuple[Any, ...]] = []
+        features: dict[str, tuple[str, str, str]] = {}
         for served in lists:
-            list_row, items = served_rows(served)
+            record = record_of(served)
+            list_row, items, versions = record.rows(self._fields.fields(record), self._versions)
             list_rows.append(list_row)
             item_rows.extend(items)
+            for version in versions:
+                features.setdefault(version[0], version)
+        # one lock order for every writer (PostgreSQL: no deadlock between workers' batches)
+        feature_rows = [features[key] for key in sorted(features)]
 
         def work(cursor: Cursor) -> int:
-            # Multi-row statements, not executemany: the driver releases and retakes the GIL around
-            # every step, and with one step per item the writer (and /rank, through the GIL) crawled
-            # whenever the request thread was busy.
+            # Multi-row statements, not executemany: one driver step per chunk instead of per row.
+            self._insert_many(cursor, self.q.insert_item_features, feature_rows)
             self._insert_many(cursor, self.q.insert_served_lists, list_rows)
             self._insert_many(cursor, self.q.insert_served_items, item_rows)
             return len(item_rows)
@@ -271,7 +281,13 @@ class SqlEventStore:
         def work(cursor: Cursor) -> dict[str, int]:
             counts: dict[str, int] = {}
             for name, statement in self.q.purge:
-                cursor.execute(self.db.sql(statement), (cutoff_day if name == "user_days" else cutoff_ts,))
+                if name == "item_features":
+                    for features_statement in self.q.purge_features[self.db.dialect]:
+                        cursor.execute(features_statement)
+                else:
+                    cursor.execute(
+                        self.db.sql(statement), (cutoff_day if name == "user_days" else cutoff_ts,)
+                    )
                 counts[name] = max(cursor.rowcount, 0)
             return counts
 

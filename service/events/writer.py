@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Protocol
 
 from service.db import is_transient
 from service.events.counters import EventCounters
@@ -28,6 +29,26 @@ from service.events.store import EventStore
 from service.rank.served import ServedList
 
 log = logging.getLogger(__name__)
+
+
+class ServedListLog(Protocol):
+    """What the event log needs of a served-list writer, in a thread (``ServedListWriter``) or in a
+    process of its own (``service.events.process_writer.ProcessWriter``)."""
+
+    retry_horizon_s: float
+
+    @property
+    def written(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def failing(self) -> bool: ...
+    def start(self) -> None: ...
+    def submit(self, served: ServedList) -> None: ...
+    def queue_depth(self) -> int: ...
+    def is_pending(self, request_ids: Iterable[str]) -> bool: ...
+    def flush(self, timeout_s: float = 5.0) -> bool: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
 
 
 class ServedListWriter:

@@ -13,6 +13,7 @@ import msgspec
 
 from service.errors import ERRORS, ErrorResponse
 from service.experiments.models import Objective
+from service.rank.media import JSON, MSGPACK
 
 MAX_ID_LENGTH = 256
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -77,18 +78,23 @@ def rank_operation(max_candidates: int) -> tuple[dict[str, Any], dict[str, Any]]
     errors = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(errors.pop("$defs", {}))
     components[ErrorResponse.__name__] = errors
-    responses: dict[str, Any] = {"200": _json("The ranked list", response_ref)}
+    responses: dict[str, Any] = {"200": _content("The ranked list", response_ref, MSGPACK)}
+    error_ref = {"$ref": SCHEMAS.format(name="ErrorResponse")}
     for status, entry in ERRORS.items():
-        responses[str(status)] = _json(entry["description"], {"$ref": SCHEMAS.format(name="ErrorResponse")})
+        responses[str(status)] = _content(entry["description"], error_ref)
+    responses["406"] = _content("Accept allows neither JSON nor MessagePack", error_ref)
+    content = {media: {"schema": body} for media in (JSON, MSGPACK)}
     operation = {
         "summary": "Rank",
-        "description": "Rank the candidates for a user: best first, by CTR or CTR x bid.",
+        "description": "Rank the candidates for a user: best first, by CTR or CTR x bid. The body may be "
+        "MessagePack (Content-Type: application/msgpack), and so may the answer (Accept); errors are JSON.",
         "operationId": "rank_rank_post",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "requestBody": {"required": True, "content": content},
         "responses": responses,
     }
     return operation, components
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _content(description: str, schema: dict[str, Any], *also: str) -> dict[str, Any]:
+    """An OpenAPI response: ``schema`` as JSON, and as each media type of ``also``."""
+    return {"description": description, "content": {media: {"schema": schema} for media in (JSON, *also)}}

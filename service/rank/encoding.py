@@ -10,8 +10,10 @@ always exactly ``encoder.transform``'s (``tests/service/test_encoding.py`` check
 
 For a bundle with request-shaped graphs (``item_tower`` given) the user and context inputs stay one row
 (``[1, ...]``) and the item fields become the ``item_part`` ``[N, P]`` the item graph computes from
-them; the cache keeps each app's item part beside its encoding, so a known app runs no item graph
-(``item_part_rows`` counts the candidates that did).
+them; the cache keeps each app's item part (and not its item inputs, which nothing reads then), so a
+known app runs no item graph (``item_part_rows`` counts the candidates that did). Either way the cache
+keeps each app's missing and OOV counts per item field (``ITEM_STATS``), so the feature metrics of a
+cached app cost one gather, not one pass per field.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ItemTower = Callable[[Arrays], npt.NDArray[np.float32]]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _MULTI = _SCALARS | {list}
 _TOKENS = frozenset({str, type(None)})
+ITEM_STATS = "__item_stats__"  # beside the item inputs: each candidate's missing and OOV counts
 
 
 def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
@@ -73,6 +76,7 @@ class RequestEncoder:
         }
         self.stats = FeatureStats(schema.names)
         self._position = {name: i for i, name in enumerate(schema.names)}
+        self._item_positions = np.array([self._position[s.name] for s in self.items], dtype=np.intp)
         self.item_cache = ItemCache(item_cache_size) if item_cache_size > 0 else None
         self._flushed = (0, 0)
         self.logged = LoggedFields(
@@ -131,7 +135,14 @@ class RequestEncoder:
             )
         out: Arrays = {}
         for name, column in single.items():
-            self._count(name, column, 1, counts)
+            if self.roles[name] is InputRole.INDEX:  # one code: counted in Python, cheaper than numpy
+                code = int(column[0])
+                i = self._position[name]
+                counts[0, i] += 1
+                if code <= OOV:
+                    counts[1 if code == MISSING else 2, i] += 1
+            else:
+                self._count(name, column, 1, counts)
             out[name] = column if self.item_tower is not None else np.repeat(column, n, axis=0)
         return out
 
@@ -151,17 +162,35 @@ class RequestEncoder:
                 return self._with_item_part(encoded), uncacheable | _bulky(subset[1], self.logged.item)
 
             out = self.item_cache.encode(app_ids, features, encode_rows)
-        part = out.pop(ITEM_PART, None)
-        for name, encoded in out.items():
-            self._count(name, encoded, n, counts)
-        return out if part is None else {ITEM_PART: part}
+        stats = out.pop(ITEM_STATS)
+        counts[0, self._item_positions] += n
+        counts[1:, self._item_positions] += stats.sum(axis=0)
+        return out
 
     def _with_item_part(self, encoded: Arrays) -> Arrays:
-        """The item inputs, plus their item part when the bundle has an item graph."""
+        """What scoring needs of some candidates' item inputs: the inputs themselves, or their item
+        part when the bundle has an item graph (nothing else reads the inputs then); and their
+        missing and OOV counts (``ITEM_STATS``), so a cached app is counted without its inputs."""
+        stats = self._item_stats(encoded)
         if self.item_tower is None:
-            return encoded
-        self.item_part_rows += len(next(iter(encoded.values())))
-        return {**encoded, ITEM_PART: self.item_tower(encoded)}
+            return {**encoded, ITEM_STATS: stats}
+        self.item_part_rows += len(stats)
+        return {ITEM_PART: self.item_tower(encoded), ITEM_STATS: stats}
+
+    def _item_stats(self, encoded: Arrays) -> npt.NDArray[np.int32]:
+        """``[n, 2, item fields]``: per candidate, each item field's missing and OOV count (``_count``'s
+        rules, row by row)."""
+        n = len(next(iter(encoded.values())))
+        stats = np.zeros((n, 2, len(self.items)), dtype=np.int32)
+        for j, spec in enumerate(self.items):
+            column, role = encoded[spec.name], self.roles[spec.name]
+            if role is InputRole.INDEX:
+                stats[:, 0, j] = column == MISSING
+                stats[:, 1, j] = column == OOV
+            elif role is InputRole.BAG:
+                stats[:, 0, j] = ~column.any(axis=1)
+                stats[:, 1, j] = np.count_nonzero(column == OOV, axis=1)
+        return stats
 
     def _encode_item_rows(
         self,

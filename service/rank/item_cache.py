@@ -97,12 +97,13 @@ class ItemCache:
 
         The dicts are kept as they are, not copied: nothing changes a request's feature dicts.
         """
-        new = [app_id for app_id in app_ids if app_id not in self._rows]
+        # dict.fromkeys: an app named twice in one call takes one row (the last encoding wins)
+        new = list(dict.fromkeys(app_id for app_id in app_ids if app_id not in self._rows))
         if self._size + len(new) > self.capacity:
             self.clear()
             app_ids, features = app_ids[: self.capacity], features[: self.capacity]
             encoded = {name: column[: self.capacity] for name, column in encoded.items()}
-            new = app_ids
+            new = list(dict.fromkeys(app_ids))
         self._grow(encoded, self._size + len(new))
         self._rows.update(zip(new, range(self._size, self._size + len(new)), strict=True))
         self._size += len(new)

@@ -19,6 +19,11 @@ integers outside int64 (which orjson reads as floats or refuses), feature values
 scalars or lists of them (which only the encoder may refuse) and unknown keys (msgspec would skip their
 values unchecked, where orjson refuses bad UTF-8 or 1e400) leave it for the slow path, and so does any
 body holding the escape ``\\u0000`` (msgspec decodes a NUL; the slow path refuses it).
+
+A MessagePack body (``msgpack=True``) goes through the same two paths with the same structs and
+checks: msgspec's MessagePack decoder for the fast one, ``service.rank.msgpack_body`` for the slow one,
+which also refuses what only MessagePack can carry (NaN and infinities, binary, extension and
+timestamp values, non-string keys) at its field (``tests/service/test_msgpack_rank.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from service.errors import Loc, RequestError
 from service.experiments.models import Objective
 from service.jsonbody import load_json, may_hold_nul
 from service.rank.contract import MAX_ID_LENGTH, RankRequestBody
+from service.rank.msgpack_body import holds_nul, load_msgpack, may_hold_non_finite
 
 _NONE = type(None)
 _OBJECTIVES = {o.value: o for o in Objective}
@@ -62,17 +68,20 @@ class RankRequest:
 
 
 _DECODER = msgspec.json.Decoder(RankRequestBody)
+_MSGPACK_DECODER = msgspec.msgpack.Decoder(RankRequestBody)
 _APP_ID = attrgetter("app_id")
 _BID = attrgetter("bid")
 _FEATURES = attrgetter("features")
 
 
-def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
-    """Validate a /rank body.
+def parse_rank_request(body: bytes, max_candidates: int, msgpack: bool = False) -> RankRequest:
+    """Validate a /rank body, JSON or (``msgpack``) MessagePack.
 
     Raises:
-        RequestError: 400 for malformed JSON, 422 for a valid JSON document that breaks a rule.
+        RequestError: 400 for a malformed document, 422 for a valid one that breaks a rule.
     """
+    if msgpack:
+        return _fast_msgpack(body, max_candidates) or _slow_msgpack(body, max_candidates)
     return _fast_path(body, max_candidates) or _slow_path(body, max_candidates)
 
 
@@ -85,6 +94,24 @@ def _fast_path(body: bytes, max_candidates: int) -> RankRequest | None:
         data = _DECODER.decode(body)
     except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError, bad UTF-8, deep nesting
         return None
+    return _accepted(data, max_candidates)
+
+
+def _fast_msgpack(body: bytes, max_candidates: int) -> RankRequest | None:
+    """``_fast_path`` for a MessagePack body: the same struct, and what JSON cannot hold sent on."""
+    if may_hold_non_finite(body):
+        return None
+    try:
+        data = _MSGPACK_DECODER.decode(body)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+    if holds_nul(body, data):
+        return None
+    return _accepted(data, max_candidates)
+
+
+def _accepted(data: RankRequestBody, max_candidates: int) -> RankRequest | None:
+    """The request of a decoded body when the checks types cannot express pass; else None."""
     candidates = data.candidates
     n = len(candidates)
     if n > max_candidates:
@@ -112,9 +139,17 @@ def _fast_path(body: bytes, max_candidates: int) -> RankRequest | None:
 
 
 def _slow_path(body: bytes, max_candidates: int) -> RankRequest:
-    data = load_json(body)
+    return _checked(load_json(body), max_candidates, "must be a JSON object")
+
+
+def _slow_msgpack(body: bytes, max_candidates: int) -> RankRequest:
+    return _checked(load_msgpack(body), max_candidates, "must be a MessagePack map")
+
+
+def _checked(data: Any, max_candidates: int, not_an_object: str) -> RankRequest:
+    """The request of a parsed document, every rule checked; the first broken one raised."""
     if type(data) is not dict:
-        raise RequestError.at(("body",), "must be a JSON object", "type_error")
+        raise RequestError.at(("body",), not_an_object, "type_error")
     candidates = _candidates(data, max_candidates)
     app_ids = _app_ids(candidates)
     return RankRequest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from operator import itemgetter
+from typing import Any
 
 import msgspec
 
@@ -13,6 +14,7 @@ from service.experiments.models import Objective
 from service.experiments.router import Assignment, Router, UnknownExperimentError
 from service.metrics import MODEL_INFERENCE, RANK_CANDIDATES, RANK_DURATION
 from service.rank.contract import RankedItem, RankResponse
+from service.rank.media import Wire
 from service.rank.payload import RankRequest, parse_rank_request
 from service.rank.ranker import Ranker, Ranking
 from service.rank.registry import LoadedModel, ModelRegistry
@@ -36,16 +38,17 @@ class RankService:
         self.max_candidates = max_candidates
         self.default_model = default_model
         self.ranker = Ranker()
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
-    def handle(self, body: bytes) -> bytes:
-        """The JSON response for a /rank body.
+    def handle(self, body: bytes, wire: Wire = Wire.JSON, answer: Wire = Wire.JSON) -> bytes:
+        """The response for a /rank body encoded as ``wire``, encoded as ``answer``.
 
         Raises:
             RequestError: bad input (4xx naming the field).
             UnavailableError: no model can serve this request (503).
         """
         started = time.perf_counter()
-        request = parse_rank_request(body, self.max_candidates)
+        request = parse_rank_request(body, self.max_candidates, wire is Wire.MSGPACK)
         assignment = self._assign(request)
         model = self.registry.get(assignment.model)
         if model is None:
@@ -53,12 +56,24 @@ class RankService:
         objective = request.objective or assignment.objective
         ranking = self.ranker.rank(model, request, objective)
         request_id = new_request_id()
-        content = render(request_id, assignment, model, objective, request.app_ids, ranking)
+        content = render(request_id, assignment, model, objective, request.app_ids, ranking, answer)
         self.sink.submit(_served(request_id, assignment, model, objective.value, request, ranking))
-        MODEL_INFERENCE.labels(model.name, model.version).observe(ranking.inference_s)
-        RANK_CANDIDATES.observe(len(request.app_ids))
-        RANK_DURATION.labels(assignment.experiment, assignment.arm).observe(time.perf_counter() - started)
+        self._observe(model, assignment, len(request.app_ids), ranking.inference_s, started)
         return content
+
+    def _observe(
+        self, model: LoadedModel, assignment: Assignment, candidates: int, inference_s: float, started: float
+    ) -> None:
+        """Record the request's metrics; the labelled histograms are looked up once per label set
+        (``labels()`` takes a lock and validates the labels: a visible share of a small request)."""
+        key = (model.name, model.version, assignment.experiment, assignment.arm)
+        children = self._children.get(key)
+        if children is None:
+            children = MODEL_INFERENCE.labels(*key[:2]), RANK_DURATION.labels(*key[2:])
+            self._children[key] = children
+        children[0].observe(inference_s)
+        RANK_CANDIDATES.observe(candidates)
+        children[1].observe(time.perf_counter() - started)
 
     def _assign(self, request: RankRequest) -> Assignment:
         default_model = self.default_model or self.registry.default_name()
@@ -83,7 +98,8 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-_ENCODER = msgspec.json.Encoder()
+_JSON_ENCODER = msgspec.json.Encoder()
+_MSGPACK_ENCODER = msgspec.msgpack.Encoder()
 
 
 def render(
@@ -93,9 +109,10 @@ def render(
     objective: Objective,
     app_ids: list[str],
     ranking: Ranking,
+    answer: Wire = Wire.JSON,
 ) -> bytes:
-    """The response JSON: identity of what served, then the items best first (msgspec structs: one C
-    call builds each item, cheaper than a dict)."""
+    """The response (JSON or MessagePack): identity of what served, then the items best first
+    (msgspec structs: one C call builds each item, cheaper than a dict)."""
     order = ranking.order.tolist()
     ids = [app_ids[order[0]]] if len(order) == 1 else list(itemgetter(*order)(app_ids))
     ctrs = ranking.ctr[ranking.order].tolist()
@@ -104,7 +121,9 @@ def render(
     response = RankResponse(
         request_id, assignment.experiment, assignment.arm, model.name, model.version, objective, items
     )
-    return _ENCODER.encode(response)
+    if answer is Wire.MSGPACK:
+        return _MSGPACK_ENCODER.encode(response)
+    return _JSON_ENCODER.encode(response)
 
 
 def _served(

@@ -5,6 +5,9 @@
 not know the route, and ``document_rank`` adds its operation to the OpenAPI document, generated from
 the contract's msgspec structs (the fuzz tests drive it). Errors raised by ``RankService`` propagate
 to the app's exception handlers like any route's.
+
+The body may be MessagePack (``Content-Type: application/msgpack``) and so may the answer (``Accept``);
+``service.rank.media`` decides, JSON by default. Answers carry ``Vary: accept``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from fastapi import FastAPI
 from starlette.routing import Match, Route
 
 from service.rank.contract import rank_operation
+from service.rank.media import Wire, answer_wire, body_wire
 from service.state import ServiceState
 
-_HEADERS = [(b"content-type", b"application/json")]
+_HEADERS = {wire: [(b"content-type", wire.content_type), (b"vary", b"accept")] for wire in Wire}
 
 
 class RankEndpoint:
@@ -26,6 +30,13 @@ class RankEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         state: ServiceState = scope["app"].state.service
+        content_type = accept = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"accept":
+                accept = value
+        answer = answer_wire(accept)  # a 406 before the body is read
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -34,8 +45,9 @@ class RankEndpoint:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        content = state.ranking.handle(b"".join(chunks))  # one chunk: join returns it, no copy
-        headers = [*_HEADERS, (b"content-length", str(len(content)).encode())]
+        body = b"".join(chunks)  # one chunk: join returns it, no copy
+        content = state.ranking.handle(body, body_wire(content_type), answer)
+        headers = [*_HEADERS[answer], (b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 

@@ -190,7 +190,7 @@ def test_events_for_another_workers_pending_list_wait_for_its_flush(target: Stor
     worker_a = EventLog.open(
         target.url, EventLogConfig(flush_interval_s=0.2), counters=EventCounters(), prefix=target.prefix
     )
-    patient = EventLogConfig(unknown_request_grace_s=2.0)
+    patient = EventLogConfig(unknown_request_grace_s=10.0)  # covers A's writer process starting cold
     worker_b = EventLog.open(target.url, patient, counters=EventCounters(), prefix=target.prefix)
     worker_a.start()
     worker_b.start()

@@ -257,7 +257,10 @@ def test_only_schema_fields_are_logged_and_values_are_capped(api: TestClient) ->
         prefix = log.store.prefix
         cursor.execute(f"SELECT user_json, context_json FROM {prefix}served_lists")
         user_json, context_json = cursor.fetchone()
-        cursor.execute(f"SELECT app_id, features_json FROM {prefix}served_items")
+        cursor.execute(
+            f"SELECT i.app_id, f.features_json FROM {prefix}served_items AS i "
+            f"JOIN {prefix}item_features AS f ON f.feature_id = i.feature_id"
+        )
         items = {app_id: orjson.loads(text) for app_id, text in cursor.fetchall()}
     assert orjson.loads(user_json) == {}
     assert orjson.loads(context_json) == rank_body(4)["context"]

@@ -29,8 +29,11 @@ def test_served_list_becomes_one_row_per_returned_item(store: SqlEventStore) -> 
     served = served_list("r1", app_ids=("a", "b", "c"), top_k=2)
     assert store.write_served([served]) == 2
     with store.db.read() as cursor:
-        columns = "position, app_id, ctr, bid, features_json"
-        cursor.execute(f"SELECT {columns} FROM {store.prefix}served_items ORDER BY position")
+        columns = "i.position, i.app_id, i.ctr, i.bid, f.features_json"
+        cursor.execute(
+            f"SELECT {columns} FROM {store.prefix}served_items AS i "
+            f"JOIN {store.prefix}item_features AS f ON f.feature_id = i.feature_id ORDER BY i.position"
+        )
         items = cursor.fetchall()
         cursor.execute(
             f"SELECT user_id, arm, bucket, model, user_json, context_json FROM {store.prefix}served_lists"
