@@ -235,12 +235,14 @@ def show(result: dict[str, Any]) -> None:
         f"{result['peak_rss_mib']['main']:,.0f} MiB (target < 2,048)"
     )
     table = Table(title=title)
-    for column in ("step", "seconds", "share"):
+    for column in ("step", "seconds", "share", "peak RSS MiB (during the step)"):
         table.add_column(column, justify="right")
     total = sum(summary["seconds"].values())
+    peaks = summary.get("peak_rss_mib", {})
     for step, seconds in summary["seconds"].items():
-        table.add_row(step, f"{seconds:,.1f}", f"{seconds / total:.0%}")
-    table.add_row("process (wall)", f"{result['wall_s']:,.1f}", "")
+        peak = f"{peaks[step]:,.0f}" if step in peaks else "-"
+        table.add_row(step, f"{seconds:,.1f}", f"{seconds / total:.0%}", peak)
+    table.add_row("process (wall)", f"{result['wall_s']:,.1f}", "", f"{result['peak_rss_mib']['main']:,.0f}")
     Console().print(table)
     candidate, serving = summary["candidate_metrics"], summary["serving_metrics"] or {}
     Console().print(

@@ -47,6 +47,9 @@ from training.readers.base import Chunk
 
 log = logging.getLogger(__name__)
 DEFAULT_BLOCK_ROWS = 50_000
+# Rows per ONNX Runtime call when scoring: its memory arena grows to the largest batch it has run and
+# keeps it, so a whole block per call would hold hundreds of MB per session for the rest of the step.
+SCORE_ROWS = 4_096
 
 
 @dataclass(frozen=True)
@@ -181,9 +184,12 @@ def evaluate_streamed(bundles: Sequence[Bundle], source: Source) -> HeldOut:
         for bundle, session, out in zip(bundles, sessions, scores, strict=True):
             encoded = bundle.encoder.transform(chunk.columns, chunk.num_rows)
             names = [i.name for i in session.get_inputs()]
-            feeds = {name: np.ascontiguousarray(encoded[name]) for name in names}
-            (ctr,) = session.run(["ctr"], feeds)
-            out.append(np.asarray(ctr, dtype=np.float32))
+            for start in range(0, chunk.num_rows, SCORE_ROWS):
+                feeds = {
+                    name: np.ascontiguousarray(encoded[name][start : start + SCORE_ROWS]) for name in names
+                }
+                (ctr,) = session.run(["ctr"], feeds)
+                out.append(np.asarray(ctr, dtype=np.float32))
     if not labels:
         return HeldOut([{"rows": 0.0} for _ in bundles], 0, 0)
     all_labels = np.concatenate(labels)

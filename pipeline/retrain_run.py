@@ -23,7 +23,7 @@ from pipeline.retrain import (
     start_state,
 )
 from pipeline.retrain_data import Source, evaluate_streamed, training_rows, write_prepared
-from pipeline.retrain_state import RetrainState, Step
+from pipeline.retrain_state import RetrainState, Step, peak_rss_mib, release_memory, reset_peak_rss
 from service.db import Database
 from service.events.store import EventStore
 from service.experiments.store import ExperimentStore
@@ -218,9 +218,11 @@ def run_retrain(job: RetrainJob, services: Services) -> RetrainState:
     try:
         for current, action in STEPS:
             if current not in state.done:
-                started = time.perf_counter()
+                started, measured = time.perf_counter(), reset_peak_rss()
                 action(job, state, services)
-                state.finish_step(current, time.perf_counter() - started, job.work)
+                peak = peak_rss_mib() if measured else None
+                release_memory()  # a step's garbage (the export's counts, the trainer) leaves with it
+                state.finish_step(current, time.perf_counter() - started, job.work, peak)
             if current is Step.GATE and state.decision is not None and not state.decision.passed:
                 break  # refused: the serving version stays
     except Exception as error:

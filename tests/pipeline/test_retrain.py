@@ -149,6 +149,11 @@ def test_the_loop_publishes_a_version_that_serves_in_place_of_the_old_one(loop: 
     assert summary["outcome"] == "published", summary["reasons"]
     new = summary["candidate_version"]
     assert summary["serving_version"] == before and summary["reload"]["status"] == 200
+    # every step's peak memory is in the summary (VmHWM, restarted per step): the training step,
+    # which imports torch and holds the model, needs more than the gate after it
+    peaks = summary["peak_rss_mib"]
+    assert set(peaks) == set(summary["seconds"]) and all(peak > 0 for peak in peaks.values())
+    assert peaks["train"] > peaks["gate"]
     assert deepfm_versions(loop) == [before, new] and current_version(loop.models / "deepfm") == new
     assert served_by_deepfm(loop) == {new}
     simulate(loop.url, loop.store, TODAY, 1)  # the next day runs on the new version without a failure
@@ -267,6 +272,11 @@ def test_the_simulation_retrains_after_a_day_and_the_new_version_serves_the_days
     assert summary is not None and summary["outcome"] == "published", summary
     new = summary["candidate_version"]
     assert summary["serving_version"] == before and summary["reload"]["status"] == 200
+    # every step's peak memory is in the summary (VmHWM, restarted per step): the training step,
+    # which imports torch and holds the model, needs more than the gate after it
+    peaks = summary["peak_rss_mib"]
+    assert set(peaks) == set(summary["seconds"]) and all(peak > 0 for peak in peaks.values())
+    assert peaks["train"] > peaks["gate"]
     assert summary["exported"]["train"]["rows"] > 0 and summary["exported"]["holdout"]["rows"] > 0
     versions = versions_by_day(result)
     assert versions[0]["deepfm"] == [before] and versions[1]["deepfm"] == [before]
