@@ -185,8 +185,10 @@ def test_a_current_pointer_to_a_broken_version_keeps_the_old_one_serving(
 ) -> None:
     publish_lr(models_dir / "lr", encoder, V2, seed=5)
     client.post("/models/reload", headers=ADMIN).raise_for_status()
-    broken = publish_lr(models_dir / "lr", encoder, V3, seed=6)
-    (broken / "model.onnx").write_bytes(b"garbage")
+    # damaged before it is published: the background sync must never see a sound V3 (a race under load)
+    staging = write_lr_bundle(models_dir / f".new-{V3}", encoder, random_weights(encoder, 6), version=V3)
+    (staging / "model.onnx").write_bytes(b"garbage")
+    publish(models_dir / "lr", staging, V3)
     response = client.post("/models/reload", headers=ADMIN)
     assert response.status_code == 422 and f"lr@{V3}" in response.json()["refused"]
     assert served_version(client) == V2 and versions_of(client) == {V1: False, V2: True}
