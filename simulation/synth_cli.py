@@ -68,7 +68,6 @@ def write_synthetic_dataset(
     world = AppStoreWorld(config)
     out.mkdir(parents=True, exist_ok=True)
     save_schema_yaml(world.schema, out / "schema.yaml")
-    (out / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     streams = np.random.SeedSequence([config.seed, 2]).spawn(len(SPLIT_FRACTIONS))
     summary: dict[str, dict[str, float]] = {}
     extra = {"true_probability": np.dtype(np.float64)}
@@ -92,6 +91,8 @@ def write_synthetic_dataset(
             "ctr": clicks / written,
             "oracle_auc": rank_auc(np.concatenate(labels), np.concatenate(truths)),
         }
+    # last: its presence says the store is complete (the scale bench reuses a folder that has it)
+    (out / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     return summary
 
 
