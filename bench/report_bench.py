@@ -36,6 +36,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from procstat import high_water_mib  # noqa: E402
 from report_windowed import read_arm_days_windowed  # noqa: E402
 
 from service.db import Database  # noqa: E402
@@ -158,15 +159,6 @@ def report_peak_rss(url: str, name: str) -> None:
     before = high_water_mib()
     build_report(store, EXPERIMENT, read=PATHS[name])
     print(json.dumps({"before_mib": before, "peak_mib": high_water_mib()}))  # noqa: T201 - for the parent
-
-
-def high_water_mib(pid: int | str = "self") -> float:
-    """The peak resident set size (``VmHWM``) of this process or of ``pid``, MiB."""
-    status = Path(f"/proc/{pid}/status")
-    for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in {status}")
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,9 +1,10 @@
 """Training at scale: synthetic stores of growing size, prepared once, then one streamed DeepFM-D epoch.
 
-For each size the store is generated in parts (``apprank synth``'s world and schema, written part by
-part so that generating is bounded too), ``apprank prepare`` and ``apprank train --data <prepared>``
-run as child processes, and each child's own peak RSS is taken from ``wait4`` (the background reader
-threads live in the training process, so they are included). Then, on the smallest size, synchronous
+For each size ``apprank synth`` (Parquet, written part by part, so generating is bounded too),
+``apprank prepare`` and ``apprank train --data <prepared>`` run as child processes, and each child's own
+peak RSS is its ``VmHWM`` polled while it runs (``procstat``; not ``wait4``'s ``ru_maxrss``, which Linux
+carries over ``exec`` from the parent; the background reader threads live in the training process, so
+they are included). Then, on the smallest size, synchronous
 and asynchronous reading alternate to give the paper's Table I speed-up.
 
     nice .venv/bin/python bench/scale_bench.py --sizes 1000000 10000000 --work /tmp/apprank-scale \\
@@ -13,59 +14,40 @@ and asynchronous reading alternate to give the paper's Table I speed-up.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from model.files import TableWriter, save_schema_yaml  # noqa: E402
-from simulation.synth import AppStoreWorld, SynthConfig  # noqa: E402
-from simulation.synth_cli import SPLIT_FRACTIONS  # noqa: E402
+from procstat import run_peak  # noqa: E402
 
-PART_ROWS = 500_000
-console = Console()
+SEED = 7
+console = Console(width=160)
 
 
-def generate(folder: Path, rows: int, seed: int = 7) -> None:
-    """train/valid/test Parquet files of ``rows`` impressions in all (7:2:1), part by part."""
+def generate(folder: Path, rows: int, seed: int = SEED) -> tuple[float, float]:
+    """``apprank synth`` (Parquet, written part by part) as a child; (wall s, its peak RSS MiB)."""
     if (folder / "synth.json").is_file():
-        return
-    config = SynthConfig(seed=seed)
-    world = AppStoreWorld(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_schema_yaml(world.schema, folder / "schema.yaml")
-    streams = np.random.SeedSequence([seed, 2]).spawn(len(SPLIT_FRACTIONS))
-    for (split, fraction), stream in zip(SPLIT_FRACTIONS.items(), streams, strict=True):
-        total = max(1, round(rows * fraction))
-        rngs = [np.random.default_rng(s) for s in stream.spawn(-(-total // PART_ROWS))]
-        with TableWriter(folder / f"{split}.parquet", world.schema) as writer:
-            for part, rng in enumerate(rngs):
-                chunk = world.sample_impressions(min(PART_ROWS, total - part * PART_ROWS), rng)
-                writer.write(chunk.labels, chunk.columns)
-    (folder / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        return float("nan"), float("nan")
+    args = ["synth", "--out", str(folder), "--rows", str(rows), "--seed", str(seed), "--format", "parquet"]
+    return run_child(args)
 
 
 def run_child(args: list[str]) -> tuple[float, float]:
-    """Run ``apprank <args>``; (wall seconds, peak RSS MiB of that process alone)."""
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "apprank", *args], cwd=REPO, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"apprank {' '.join(args)} failed with {process.returncode}")
-    return time.perf_counter() - started, usage.ru_maxrss / 1024.0
+    """Run ``apprank <args>``; (wall seconds, peak RSS MiB of that process alone, reader threads included)."""
+    try:
+        return run_peak([sys.executable, "-m", "apprank", *args], cwd=REPO)
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"apprank {' '.join(args)} failed with {error.returncode}") from error
 
 
 def train(prepared: Path, out: Path, sets: list[str]) -> dict[str, Any]:
@@ -83,9 +65,7 @@ def train(prepared: Path, out: Path, sets: list[str]) -> dict[str, Any]:
 
 def measure_size(rows: int, work: Path, sets: list[str]) -> dict[str, Any]:
     data, prepared = work / f"synth-{rows}", work / f"prepared-{rows}"
-    started = time.perf_counter()
-    generate(data, rows)
-    generated = time.perf_counter() - started
+    generate_wall, generate_rss = generate(data, rows)
     if not prepared.exists():
         prepare_wall, prepare_rss = run_child(["prepare", "--data", str(data), "--out", str(prepared)])
     else:
@@ -96,7 +76,8 @@ def measure_size(rows: int, work: Path, sets: list[str]) -> dict[str, Any]:
     return {
         "rows": rows,
         "train_rows": manifest["splits"]["train"]["rows"],
-        "generate_s": generated,
+        "generate_s": generate_wall,
+        "generate_peak_rss_mib": generate_rss,
         "prepare_s": prepare_wall,
         "prepare_peak_rss_mib": prepare_rss,
         "prepared_mib": shard_bytes / 2**20,
@@ -118,7 +99,8 @@ def loader_speedup(prepared: Path, work: Path, repeats: int, sets: list[str]) ->
 def report(results: dict[str, Any]) -> None:
     table = Table(title=f"streamed DeepFM-D, 1 epoch ({results['machine']})")
     columns = (
-        ("rows", "rows", "{:,}"), ("prepare s", "prepare_s", "{:.0f}"),
+        ("rows", "rows", "{:,}"), ("synth s", "generate_s", "{:.0f}"),
+        ("synth RSS MiB", "generate_peak_rss_mib", "{:,.0f}"), ("prepare s", "prepare_s", "{:.0f}"),
         ("prepare RSS MiB", "prepare_peak_rss_mib", "{:,.0f}"), ("shards MiB", "prepared_mib", "{:,.0f}"),
         ("samples/s", "samples_per_s", "{:,.0f}"), ("train s", "train_wall_s", "{:.0f}"),
         ("train RSS MiB", "train_peak_rss_mib", "{:,.0f}"), ("test AUC", "test_auc", "{:.4f}"),
@@ -154,15 +136,16 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra training setting")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sizes": []}
-    for rows in args.sizes:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for position, rows in enumerate(sorted(args.sizes)):
         console.log(f"{rows:,} rows: generate, prepare, train one epoch ...")
         results["sizes"].append(measure_size(rows, args.work, args.sets))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")  # what is done survives an interruption
-    if args.loader_repeats > 0:
-        console.log("sync vs async reading of the streamed data ...")
-        smallest = args.work / f"prepared-{min(args.sizes)}"
-        results["loader"] = loader_speedup(smallest, args.work, args.loader_repeats, args.sets)
+        if position == 0 and args.loader_repeats > 0:  # on the smallest size, before the long runs
+            console.log("sync vs async reading of the streamed data ...")
+            prepared = args.work / f"prepared-{rows}"
+            results["loader"] = loader_speedup(prepared, args.work, args.loader_repeats, args.sets)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
     report(results)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.out}")

@@ -19,12 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from model.files import save_schema_yaml
+from model.files import TableWriter, save_schema_yaml
 from simulation.synth import AppStoreWorld, SynthConfig
-from training.readers.writer import write_table
 
 console = Console()
 SPLIT_FRACTIONS = {"train": 0.7, "valid": 0.2, "test": 0.1}
+PART_ROWS = 500_000  # rows sampled and written at a time (bounds the memory of a large store)
+AUC_ROWS = 1_000_000  # rows of each split the oracle AUC is taken over
 
 
 class OutputFormat(StrEnum):
@@ -44,27 +45,54 @@ def rank_auc(labels: npt.NDArray[np.floating[Any]], scores: npt.NDArray[np.float
     return (rank_sum - count_pos * (count_pos + 1) / 2.0) / (count_pos * count_neg)
 
 
+def split_parts(stream: np.random.SeedSequence, rows: int) -> list[tuple[int, np.random.Generator]]:
+    """The parts a split of ``rows`` rows is sampled in: (rows, generator) each, ``PART_ROWS`` at most.
+
+    The first part draws from ``stream`` itself and the others from its children, so a split of up to
+    ``PART_ROWS`` rows is the one a single draw gives.
+    """
+    sizes = [min(PART_ROWS, rows - start) for start in range(0, rows, PART_ROWS)]
+    rngs = [np.random.default_rng(stream), *(np.random.default_rng(s) for s in stream.spawn(len(sizes) - 1))]
+    return list(zip(sizes, rngs, strict=True))
+
+
 def write_synthetic_dataset(
     out: Path, config: SynthConfig, rows: int, fmt: OutputFormat = OutputFormat.CSV
 ) -> dict[str, dict[str, float]]:
-    """Sample ``rows`` impressions split 7:2:1 into ``out``; returns rows, CTR and oracle AUC per split."""
+    """Sample ``rows`` impressions split 7:2:1 into ``out``; returns rows, CTR and oracle AUC per split.
+
+    Rows are sampled and written part by part (``PART_ROWS`` each), so memory is bounded by the part,
+    not by ``rows``; the oracle AUC is taken over the first ``AUC_ROWS`` rows of each split (all of
+    them up to that size).
+    """
     world = AppStoreWorld(config)
     out.mkdir(parents=True, exist_ok=True)
     save_schema_yaml(world.schema, out / "schema.yaml")
-    (out / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     streams = np.random.SeedSequence([config.seed, 2]).spawn(len(SPLIT_FRACTIONS))
     summary: dict[str, dict[str, float]] = {}
+    extra = {"true_probability": np.dtype(np.float64)}
     for (split, fraction), stream in zip(SPLIT_FRACTIONS.items(), streams, strict=True):
-        chunk = world.sample_impressions(max(1, round(rows * fraction)), np.random.default_rng(stream))
-        context = {name: chunk.columns[name] for name in ("hour", "weekday", "network")}
-        truth = world.true_probability(chunk.columns["user_id"], context, chunk.columns["app_id"])
-        path = out / f"{split}.{fmt.value}"
-        write_table(path, chunk, world.schema, extra={"true_probability": truth}, sibling_schema=False)
+        written, clicks = 0, 0.0
+        labels: list[npt.NDArray[Any]] = []
+        truths: list[npt.NDArray[Any]] = []
+        with TableWriter(out / f"{split}.{fmt.value}", world.schema, extra=extra) as writer:
+            for size, rng in split_parts(stream, max(1, round(rows * fraction))):
+                chunk = world.sample_impressions(size, rng)
+                context = {name: chunk.columns[name] for name in ("hour", "weekday", "network")}
+                truth = world.true_probability(chunk.columns["user_id"], context, chunk.columns["app_id"])
+                writer.write(chunk.labels, chunk.columns, {"true_probability": truth})
+                if written < AUC_ROWS:
+                    labels.append(chunk.labels[: AUC_ROWS - written])
+                    truths.append(truth[: AUC_ROWS - written])
+                written += chunk.num_rows
+                clicks += float(np.sum(chunk.labels))
         summary[split] = {
-            "rows": float(chunk.num_rows),
-            "ctr": float(chunk.labels.mean()),
-            "oracle_auc": rank_auc(chunk.labels, truth),
+            "rows": float(written),
+            "ctr": clicks / written,
+            "oracle_auc": rank_auc(np.concatenate(labels), np.concatenate(truths)),
         }
+    # last: its presence says the store is complete (the scale bench reuses a folder that has it)
+    (out / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     return summary
 
 

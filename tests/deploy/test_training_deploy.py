@@ -6,6 +6,7 @@ one the CLI accepts and that describes a runnable topology for every pod index.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tests.deploy.dockerfile import (
 )
 from tests.deploy.promql import REPO
 from tests.deploy.test_k8s import documents, validate
-from training.launch import Topology, torchrun_arguments
+from training.launch import Topology, torchrun_arguments, without_launch_options
 
 TRAINING = REPO / "deploy" / "k8s" / "training"
 MANIFESTS = sorted(path for path in TRAINING.glob("*.yaml") if path.name != "kustomization.yaml")
@@ -87,11 +88,72 @@ def test_an_indexed_job_of_nnodes_pods_that_fail_as_a_whole() -> None:
     assert container()["args"][0] == "train"
 
 
-def test_each_pod_takes_its_index_as_node_rank() -> None:
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # the Job controller's annotation on each pod
+VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def test_node_rank_comes_from_the_job_completion_index_alone() -> None:
+    entries = [entry for entry in container()["env"] if entry["name"] == "NODE_RANK"]
+    assert entries == [
+        {
+            "name": "NODE_RANK",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
+        }
+    ]  # defined once, no literal value beside it
+    assert "envFrom" not in container()  # nothing else can define or shadow it
+    args: list[str] = container()["args"]
+    assert args.count("--node-rank") == 1 and not any(arg.startswith("--node-rank=") for arg in args)
     assert option("--node-rank") == "$(NODE_RANK)"
-    reference = env()["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
-    # a variable of the container's own env: Kubernetes expands $(NODE_RANK) in args
-    assert reference == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+def pod_env(index: int) -> dict[str, str]:
+    """The container's variables in the pod of completion index ``index``, as the kubelet resolves them."""
+    annotations = {COMPLETION_INDEX: str(index)}
+    resolved: dict[str, str] = {}
+    for entry in container()["env"]:
+        if "value" in entry:
+            resolved[entry["name"]] = expand(entry["value"], resolved)
+            continue
+        path = entry["valueFrom"]["fieldRef"]["fieldPath"]
+        match = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+        assert match is not None, path
+        resolved[entry["name"]] = annotations[match.group(1)]
+    return resolved
+
+
+def expand(text: str, variables: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: a defined variable is replaced, ``$$`` is ``$``, others stay."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return variables.get(match.group(1), match.group(0))
+
+    return VARIABLE.sub(replace, text)
+
+
+def test_each_pod_parses_to_its_own_node_rank_through_the_cli() -> None:
+    spec = job()["spec"]
+    command = typer.main.get_command(build_app())
+    assert isinstance(command, typer.core.TyperGroup)
+    ranks = []
+    for index in range(spec["completions"]):
+        args = [expand(arg, pod_env(index)) for arg in container()["args"]]
+        assert not any("$(" in arg for arg in args), args  # every reference resolved
+        context = command.commands[args[0]].make_context(args[0], args[1:])
+        params = context.params
+        topology = Topology(
+            params["nproc"],
+            params["nnodes"],
+            params["node_rank"],
+            params["master_addr"],
+            params["master_port"],
+        )
+        assert topology.node_rank == index and topology.nnodes == spec["completions"]
+        placement = torchrun_arguments(topology, without_launch_options(args))  # as `apprank train` does
+        assert [arg for arg in placement if arg.startswith("--node-rank")] == [f"--node-rank={index}"]
+        ranks.append(topology.node_rank)
+    assert ranks == list(range(spec["completions"]))  # every node rank once: one pod each
 
 
 def test_pod_zero_is_the_rendezvous_behind_a_headless_service() -> None:

@@ -31,7 +31,10 @@ ENDLESS = (*BASE, "epochs=10000", "early_stopping.patience=10000")
 PREPARE_SETS = ("max_rows=40000", "prepare.row_group_rows=4096")  # 10 row groups, the last of 3,136 rows
 TIMEOUT_S = 300
 SEED: int = TrainConfig.model_fields["seed"].default  # the runs' seed: none is set
-READ = re.compile(r"rank (\d+)/(\d+) train epoch (\d+): read (\d+) row groups, (\d+) rows, (\d+) steps")
+READ = re.compile(
+    r"rank (\d+)/(\d+) train epoch (\d+): read (\d+) row groups, (\d+) rows, (\d+) steps; "
+    r"row groups read: ([\d,]*)"
+)
 
 
 @pytest.fixture
@@ -146,7 +149,12 @@ def prepared(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reads(log: Path) -> list[tuple[int, ...]]:
     """(rank, world, epoch, row groups, rows, steps) of every training epoch the log reports."""
-    return [tuple(int(value) for value in match) for match in READ.findall(log.read_text())]
+    return [tuple(int(value) for value in match[:6]) for match in READ.findall(log.read_text())]
+
+
+def _groups_read(log: Path) -> list[list[int]]:
+    """The global indices of the row groups read in each training epoch the log reports, in read order."""
+    return [[int(i) for i in match[6].split(",") if i] for match in READ.findall(log.read_text())]
 
 
 @pytest.mark.slow
@@ -203,11 +211,18 @@ def _check_reads(dataset: PreparedDataset, logs: list[Path]) -> None:
         ], reads
     assert {read[5] for reads in per_node for read in reads} == {per_node[0][0][5]}  # same steps everywhere
     assert per_node[0][0][4] != per_node[1][0][4]  # uneven: the short row group went to one node only
+    assert [sorted(ids) for ids in _groups_read(logs[0])] == [[g.index for g in groups]] * len(epochs)
+    read = [_groups_read(log) for log in logs[1:]]  # [node][epoch] -> row-group ids in read order
     for epoch in epochs:
         assert sum(reads[epoch - 1][4] for reads in per_node) == rows  # every row once over the nodes
-        # the assignment the loader reads by: a partition of the row groups, in a per-epoch seeded order
-        owned = [{g.index for g in epoch_order(groups, SEED, epoch, rank, 2)} for rank in range(2)]
-        assert owned[0] | owned[1] == {g.index for g in groups} and not owned[0] & owned[1]
+        ids = [read[rank][epoch - 1] for rank in range(2)]
+        for rank in range(2):
+            assert ids[rank] and all(index % 2 == rank for index in ids[rank]), (rank, ids[rank])
+            # in the epoch's seeded order, the one the loader computes from the seed alone
+            assert ids[rank] == [g.index for g in epoch_order(groups, SEED, epoch, rank, 2)]
+        # the union is every row group, each exactly once
+        assert sorted(ids[0] + ids[1]) == [g.index for g in groups], ids
+    assert read[0][0] != read[0][1]  # reshuffled by the seed each epoch
 
 
 def test_namespaces_of_a_dead_run_are_removed_and_a_live_runs_kept(pair: netns.VethPair) -> None:

@@ -187,8 +187,9 @@ def epoch_batches(
     for _ in range(steps - produced):
         yield empty
     log.info(
-        "rank %d/%d %s epoch %d: read %d row groups, %d rows, %d steps",
+        "rank %d/%d %s epoch %d: read %d row groups, %d rows, %d steps; row groups read: %s",
         rank, world, split, epoch, len(stats.row_groups), stats.rows, steps,
+        ",".join(str(index) for index in stats.row_groups),
     )  # fmt: skip
 
 
