@@ -26,6 +26,7 @@ from training.prepared.format import Block
 from training.prepared.reader import (
     PreparedDataset,
     ReadStats,
+    assigned,
     epoch_batches,
     eval_blocks,
     local_batch_size,
@@ -129,6 +130,10 @@ class StreamEval:
 
     def __len__(self) -> int:
         return self.dataset.rows(self.split)
+
+    def local_rows(self) -> int:
+        """Rows of the split this rank scores (its own row groups)."""
+        return sum(g.rows for g in assigned(self.dataset.row_groups(self.split), self.rank, self.world))
 
     def batches(self, batch_size: int) -> Iterator[EncodedData]:
         stats = ReadStats(self.split, self.rank, self.world)
