@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from report_bench import CHUNK, DAY, ITEMS_PER_LIST, event_rows, high_water_mib  # noqa: E402
+from procstat import high_water_mib  # noqa: E402
+from report_bench import CHUNK, DAY, ITEMS_PER_LIST, event_rows  # noqa: E402
 
 from model.schema import FeatureSchema  # noqa: E402
 from service.db import Database  # noqa: E402
