@@ -33,12 +33,8 @@ ItemRow = tuple[Any, ...]
 FeatureRow = tuple[str, str, str]
 
 
-class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
-    """One served list as the writer reads it (see the module's doc for what it holds).
-
-    ``features`` stays one msgpack encoding per item: the writer decodes an item's features only the
-    first time it meets that (app, encoding) (``FeatureVersions``).
-    """
+class _RecordHead(msgspec.Struct, array_like=True, frozen=True):
+    """The list's identity fields, first on the wire in both record types below."""
 
     request_id: str
     ts: float
@@ -49,6 +45,15 @@ class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
     version: str
     objective: str
     user_id: str
+
+
+class ServedRecord(_RecordHead, array_like=True, frozen=True):
+    """One served list as the writer reads it (see the module's doc for what it holds).
+
+    ``features`` stays one msgpack encoding per item: the writer decodes an item's features only the
+    first time it meets that (app, encoding) (``FeatureVersions``).
+    """
+
     user: dict[str, Any]
     context: dict[str, Any]
     app_ids: list[str]
@@ -92,18 +97,9 @@ class ServedRecord(msgspec.Struct, array_like=True, frozen=True):
         return list_row, items, features
 
 
-class _OutgoingRecord(msgspec.Struct, array_like=True, frozen=True):
+class _OutgoingRecord(_RecordHead, array_like=True, frozen=True):
     """``ServedRecord`` as the request thread encodes it: the same fields, features as objects."""
 
-    request_id: str
-    ts: float
-    experiment: str
-    arm: str
-    bucket: int
-    model: str
-    version: str
-    objective: str
-    user_id: str
     user: Any
     context: Any
     app_ids: list[str]
