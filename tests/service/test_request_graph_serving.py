@@ -1,80 +1,37 @@
 """Bundles with request-shaped graphs: ``POST /rank`` through them equals ``POST /rank`` through model.onnx.
 
-Real exported bundles (the exporter's own request graphs and parity check) in one models directory,
-served twice: with ``request_graph`` on (the default) and off. Same candidates, same CTRs and order;
-a known app's item part is taken from the item cache, not computed again (``item_part_rows``); a
-model that does not split (xDeepFM) serves its plain graph either way.
+Real exported bundles (the exporter's own request graphs and parity check: the session's shared bundles,
+``tests/exported.py``) copied into one models directory, served twice: with ``request_graph`` on (the
+default) and off. Same candidates, same CTRs and order; a known app's item part is taken from the item
+cache, not computed again (``item_part_rows``); a model that does not split (xDeepFM) serves its plain
+graph either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.bundle import INT8_ONNX, ONNX, Manifest, sha256_file, write_bundle
-from model.encoder import FeatureEncoder
+from model.bundle import INT8_ONNX, Manifest
 from service.app import create_app
 from service.rank.registry import LoadedModel
 from service.settings import ServiceSettings
-from tests.service.bundles import CONTEXT_VALUES, item_features, synthetic_rows
-
-if TYPE_CHECKING:
-    from torch import nn
+from tests.exported import ExportedFamily
+from tests.service.bundles import CONTEXT_VALUES, item_features
 
 pytest.importorskip("torch")  # exporting needs the training dependencies; serving itself does not
 MODELS = ("deepfm", "pnn_star", "lr", "xdeepfm")
-VERSION = "20260801.000000"
-
-
-def perturbed(name: str, encoder: FeatureEncoder, seed: int) -> nn.Module:
-    import torch
-
-    from model.nets import build_model
-
-    torch.manual_seed(seed)
-    params = {} if name == "lr" else {"hidden_units": [32, 32]}
-    model = build_model(name, encoder.layout, params)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    return model.eval()
-
-
-def write_request_bundle(name: str, encoder: FeatureEncoder, out: Path, seed: int) -> None:
-    """Export ``name`` (plain graph, then request graphs with int8 and its gate) and write its bundle."""
-    from model.export import OPSET, export_onnx, export_serving_graphs, parity_check
-
-    model = perturbed(name, encoder, seed)
-    rows = synthetic_rows()
-    example = encoder.transform(rows, len(rows["user"]))
-    labels = (np.random.default_rng(seed).random(len(rows["user"])) < 0.3).astype(np.float32)
-    staging = out.parent / f".staging-{name}"
-    staging.mkdir(parents=True)
-    export_onnx(model, encoder.layout, example, staging / ONNX)
-    parity = parity_check(model, encoder.layout, example, staging / ONNX)
-    serving = export_serving_graphs(
-        model, encoder.layout, encoder.schema, example, staging, (example, labels)
-    )
-    manifest = Manifest(
-        name=name, model=name, version=VERSION, created_at=datetime.now(UTC),
-        schema_hash=encoder.schema.content_hash(), data_fingerprint="synthetic",
-        onnx_sha256=sha256_file(staging / ONNX), opset=OPSET, inputs=list(encoder.schema.names),
-        parity=parity, metrics={}, hyperparameters={"model": name}, serving=serving,
-    )  # fmt: skip
-    write_bundle(out, manifest, encoder.schema, encoder, staging)
 
 
 @pytest.fixture(scope="module")
-def models_root(encoder: FeatureEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def models_root(exported_family: ExportedFamily, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("request-graphs")
-    for seed, name in enumerate(MODELS):
-        write_request_bundle(name, encoder, root / "models" / name, seed)
+    exported_family.models_dir(MODELS, root / "models")
     return root
 
 
