@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,7 +75,6 @@ class ExportedFamily:
     encoder: FeatureEncoder
     rows: Encoded  # the real rows, encoded: the export sample
     labels: np.ndarray
-    _exported: set[str] = field(default_factory=set)
 
     @classmethod
     def create(cls, root: Path) -> ExportedFamily:
@@ -89,9 +88,8 @@ class ExportedFamily:
 
     def bundle(self, name: str) -> Path:
         """The bundle of ``name`` (exported now if no test asked for it before)."""
-        if name not in self._exported:
+        if not (self.root / name).is_dir():  # write_bundle moves a complete bundle into place, or nothing
             self._export(name)
-            self._exported.add(name)
         return self.root / name
 
     def models_dir(self, names: list[str] | tuple[str, ...], out: Path) -> Path:
@@ -105,6 +103,7 @@ class ExportedFamily:
 
         model, layout = perturbed(name, self.encoder), self.encoder.layout
         staging = self.root / f".staging-{name}"
+        shutil.rmtree(staging, ignore_errors=True)  # left by an export that failed
         staging.mkdir(parents=True)
         export_onnx(model, layout, self.rows, staging / ONNX)
         parity = parity_check(model, layout, self.rows, staging / ONNX)

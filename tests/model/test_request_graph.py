@@ -62,8 +62,7 @@ def test_split_equals_the_model_in_torch(
 @pytest.fixture(scope="module")
 def frappe(exported_family: ExportedFamily) -> Frappe:
     """The shared export's schema, encoder, encoded real rows and labels (``tests/exported.py``)."""
-    family = exported_family
-    return family.schema, family.encoder, family.rows, family.labels
+    return exported_family.schema, exported_family.encoder, exported_family.rows, exported_family.labels
 
 
 @pytest.mark.parametrize("name", ELIGIBLE)
