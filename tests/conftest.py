@@ -6,11 +6,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 from apprank.bootstrap import BootstrapConfig, BootstrapResult, bootstrap
+
+if TYPE_CHECKING:
+    from tests.exported import ExportedFamily
 
 REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
@@ -95,3 +98,12 @@ def tiny_config(root: Path) -> BootstrapConfig:
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> BootstrapResult:
     """The tiny store, bootstrapped once per session (the orchestration and simulation tests share it)."""
     return bootstrap(tiny_config(tmp_path_factory.mktemp("store")))
+
+
+@pytest.fixture(scope="session")
+def exported_family(tmp_path_factory: pytest.TempPathFactory) -> ExportedFamily:
+    """One exported bundle per registered model (``tests/exported.py``), each made on first use, shared."""
+    pytest.importorskip("torch")  # exporting needs the training dependencies
+    from tests.exported import ExportedFamily
+
+    return ExportedFamily.create(tmp_path_factory.mktemp("exported-family"))

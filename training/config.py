@@ -101,6 +101,9 @@ class TrainConfig(_Strict):
         calibrate: fit Platt scaling (2 parameters) on the validation split and export it with the
             model, so that the mean predicted CTR matches the observed one; AUC is unchanged.
         async_loading: prepare batches in a background thread while the model trains.
+        serving_graphs: export the request-shaped graphs (and the gated int8 one) beside ``model.onnx``
+            where the model allows; off: the bundle serves ``model.onnx`` only (a quicker export, for
+            runs whose bundle is not served, such as tests of the training itself).
         threads: torch intra-op threads (None = all cores).
         valid_fraction / test_fraction: used when the data is a single file.
         max_rows: read at most this many training rows (quick runs).
@@ -127,6 +130,7 @@ class TrainConfig(_Strict):
     lr_scaling: Literal["none", "sqrt"] = "none"
     calibrate: bool = True
     async_loading: bool = True
+    serving_graphs: bool = True
     threads: Annotated[int, Field(ge=1)] | None = None
     valid_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
     test_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1

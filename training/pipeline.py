@@ -127,9 +127,10 @@ RunSplits = Splits | Streamed
 
 
 def _export(
-    model: nn.Module, encoder: FeatureEncoder, data: RunSplits, staging: Path
+    model: nn.Module, encoder: FeatureEncoder, data: RunSplits, staging: Path, serving_graphs: bool
 ) -> tuple[ParityReport, ServingGraphs]:
-    """The plain graph (parity or ExportError), then the request-shaped graphs where the model allows."""
+    """The plain graph (parity or ExportError), then the request-shaped graphs where the model allows
+    (and ``serving_graphs`` asks for them)."""
     reference = data.test if data.test is not None and len(data.test) else data.valid
     sample = reference.head(PARITY_ROWS).encoded(encoder.layout)
     export_onnx(model, encoder.layout, sample, staging / "model.onnx")
@@ -139,6 +140,8 @@ def _export(
             f"ONNX parity check failed: max |ctr_onnx - ctr_torch| = {report.max_abs_diff:.3g} "
             f"on {report.rows} rows > tolerance {report.tolerance:g}"
         )
+    if not serving_graphs:
+        return report, ServingGraphs(graph="plain", reason="serving_graphs is off: model.onnx only")
     gate = reference.head(INT8_GATE_ROWS)
     test = (gate.encoded(encoder.layout), gate.labels.numpy())
     calibration = data.valid.head(PARITY_ROWS).encoded(encoder.layout)  # static int8 scales: validation rows
@@ -250,7 +253,7 @@ def _checkpointing(
     out: Path, config: TrainConfig, data: _Data, context: DistContext | None, resume: Path | None
 ) -> tuple[Checkpointer | None, Checkpoint | None]:
     """The run's checkpointer (when ``checkpoint_every`` is set) and the checkpoint to resume from."""
-    ignored = {"epochs", "checkpoint_every", "version", "name"}
+    ignored = {"epochs", "checkpoint_every", "version", "name", "serving_graphs"}  # export only
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in ignored}
     run = {"config": settings, "data": data.fingerprint, "world": context.world if context else 1}
     folder = resume if resume is not None else out.parent / f"{out.name}.checkpoints"
@@ -332,7 +335,7 @@ def _write(
 ) -> Path:
     """Export the served model, check parity, keep the raw model's weights, move the bundle into place."""
     served.cpu()
-    parity, serving = _export(served, data.encoder, data.rows, staging)
+    parity, serving = _export(served, data.encoder, data.rows, staging, config.serving_graphs)
     torch.save(model.state_dict(), staging / WEIGHTS)
     manifest = Manifest(
         name=config.name or out.name,

@@ -8,7 +8,7 @@ export timed them, and the export falls back to the plain graph when the request
 
 from __future__ import annotations
 
-import csv
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,41 +18,18 @@ import torch
 
 import model.export as export
 import model.serving_graphs as serving_graphs
-from model.bundle import INT8_ONNX, ITEMS_ONNX, REQUEST_ONNX, Int8Report
+from model.bundle import INT8_ONNX, ITEMS_ONNX, ONNX, REQUEST_ONNX, Int8Report, read_manifest
 from model.encoder import Encoded, FeatureEncoder
-from model.export import export_onnx, export_serving_graphs, torch_ctr
-from model.fitting import fit_encoder
-from model.nets import REGISTRY, build_model
-from model.nets.calibration import PlattScaled
+from model.export import export_serving_graphs, torch_ctr
+from model.nets import REGISTRY
 from model.nets.request import ItemTower, RequestHead, Sides, why_not_splittable
 from model.schema import FeatureSchema, Source
-from model.serving_graphs import (
-    RequestScorer,
-    group_requests,
-    int8_gate,
-    int8_verdict,
-    quantize_request,
-)
+from model.serving_graphs import RequestScorer, group_requests, int8_gate, int8_verdict, quantize_request
+from tests.exported import REAL_ROWS, ExportedFamily, perturbed
 
-SCHEMA = Path(__file__).resolve().parents[2] / "configs" / "schemas" / "frappe_ctr.yaml"
 PLAIN_ONLY = {"xdeepfm", "autoint", "dcnv2"}
 ELIGIBLE = sorted(set(REGISTRY) - PLAIN_ONLY)
-REAL_ROWS = 3_000
-
-
-def _perturbed(name: str, encoder: FeatureEncoder, seed: int = 3) -> torch.nn.Module:
-    """A calibrated model with non-trivial weights and batch-norm statistics."""
-    torch.manual_seed(seed)
-    model = build_model(name, encoder.layout)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm1d):
-            assert module.running_mean is not None and module.running_var is not None
-            module.running_mean.normal_()
-            module.running_var.uniform_(0.5, 2.0)
-    return PlattScaled(model.eval(), 1.3, -0.2).eval()
+Frappe = tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray]
 
 
 def _sides(schema: FeatureSchema, encoder: FeatureEncoder) -> Sides:
@@ -63,7 +40,7 @@ def _sides(schema: FeatureSchema, encoder: FeatureEncoder) -> Sides:
 def test_split_equals_the_model_in_torch(
     name: str, mixed_schema: FeatureSchema, mixed_encoder: FeatureEncoder, mixed_rows: Encoded
 ) -> None:
-    model, sides = _perturbed(name, mixed_encoder), _sides(mixed_schema, mixed_encoder)
+    model, sides = perturbed(name, mixed_encoder), _sides(mixed_schema, mixed_encoder)
     reason = why_not_splittable(model, sides)
     assert (reason is not None) == (name in PLAIN_ONLY), reason
     if reason is not None:
@@ -84,54 +61,35 @@ def test_split_equals_the_model_in_torch(
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
-def _real_rows() -> dict[str, np.ndarray]:
-    from tests.conftest import data_root, require
-
-    path = data_root() / "frappe_ctr" / "valid.csv"
-    require(path.is_file(), f"the shared datasets at {path.parent}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = [row for _, row in zip(range(REAL_ROWS), reader, strict=False)]
-    return {name: np.array([row[name] for row in rows]) for name in rows[0]}
-
-
 @pytest.fixture(scope="module")
-def frappe() -> tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray]:
-    schema = FeatureSchema.load(SCHEMA)
-    columns = _real_rows()
-    encoder = fit_encoder(schema, columns)
-    labels = columns.pop("label").astype(np.float32)
-    return schema, encoder, encoder.transform(columns, len(labels)), labels
+def frappe(exported_family: ExportedFamily) -> Frappe:
+    """The shared export's schema, encoder, encoded real rows and labels (``tests/exported.py``)."""
+    return exported_family.schema, exported_family.encoder, exported_family.rows, exported_family.labels
 
 
 @pytest.mark.parametrize("name", ELIGIBLE)
 def test_request_graphs_match_the_plain_graph_on_real_requests(
-    name: str, frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray], tmp_path: Path
+    name: str, frappe: Frappe, exported_family: ExportedFamily
 ) -> None:
-    schema, encoder, rows, _ = frappe
-    model = _perturbed(name, encoder)
-    export_onnx(model, encoder.layout, rows, tmp_path / "model.onnx")
-    report = export_serving_graphs(model, encoder.layout, schema, rows, tmp_path, int8=False)
-    assert report.graph == "request", report.reason
+    schema, _, _, _ = frappe
+    bundle = exported_family.bundle(name)  # exported by export_onnx + export_serving_graphs on the real rows
+    report = read_manifest(bundle).serving
+    assert report is not None and report.graph == "request", report and report.reason
     assert report.parity is not None and report.parity.passed and report.parity.rows == REAL_ROWS
     assert report.parity.max_abs_diff <= 1e-5
     assert 1 < report.requests < REAL_ROWS  # rows of one user and context were scored as one request
     assert report.shared_inputs == [s.name for s in schema.fields if s.source is not Source.ITEM]
-    assert (tmp_path / ITEMS_ONNX).is_file() and (tmp_path / REQUEST_ONNX).is_file()
+    assert (bundle / ITEMS_ONNX).is_file() and (bundle / REQUEST_ONNX).is_file()
 
 
-def test_plain_only_models_say_why(
-    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray], tmp_path: Path
-) -> None:
+def test_plain_only_models_say_why(frappe: Frappe, tmp_path: Path) -> None:
     schema, encoder, rows, _ = frappe
-    report = export_serving_graphs(_perturbed("xdeepfm", encoder), encoder.layout, schema, rows, tmp_path)
+    report = export_serving_graphs(perturbed("xdeepfm", encoder), encoder.layout, schema, rows, tmp_path)
     assert report.graph == "plain" and report.reason is not None and "cin" in report.reason
     assert not (tmp_path / ITEMS_ONNX).exists()
 
 
-def test_requests_group_rows_of_one_user_and_context(
-    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray],
-) -> None:
+def test_requests_group_rows_of_one_user_and_context(frappe: Frappe) -> None:
     schema, _, rows, _ = frappe
     shared = [s.name for s in schema.fields if s.source is not Source.ITEM]
     requests = group_requests(rows, shared)
@@ -141,14 +99,29 @@ def test_requests_group_rows_of_one_user_and_context(
             assert np.unique(rows[name][members]).size == 1
 
 
+def _copy(bundle: Path, names: tuple[str, ...], out: Path) -> None:
+    for name in names:
+        shutil.copy(bundle / name, out / name)
+
+
+@pytest.fixture(scope="module")
+def damaged_request(frappe: Frappe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The request graphs of another DeepFM-D (seed 9): an int8 graph made from them ranks otherwise."""
+    schema, encoder, rows, _ = frappe
+    out = tmp_path_factory.mktemp("damaged")
+    export.export_request_graphs(perturbed("deepfm", encoder, seed=9), _sides(schema, encoder), rows, out)
+    return out
+
+
 def test_export_falls_back_to_plain_when_request_parity_fails(
-    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray],
+    frappe: Frappe,
+    exported_family: ExportedFamily,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     schema, encoder, rows, _ = frappe
-    model, other = _perturbed("deepfm", encoder), _perturbed("deepfm", encoder, seed=4)
-    export_onnx(model, encoder.layout, rows, tmp_path / "model.onnx")
+    model, other = perturbed("deepfm", encoder), perturbed("deepfm", encoder, seed=4)
+    _copy(exported_family.bundle("deepfm"), (ONNX,), tmp_path)  # model.onnx of ``model``
     real = export.export_request_graphs
     monkeypatch.setattr(export, "export_request_graphs", lambda m, *a: real(other, *a))
     report = export_serving_graphs(model, encoder.layout, schema, rows, tmp_path, int8=False)
@@ -158,12 +131,15 @@ def test_export_falls_back_to_plain_when_request_parity_fails(
 
 
 def test_int8_gate_passes_int8_of_the_model_and_refuses_a_damaged_one(
-    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray], tmp_path: Path
+    frappe: Frappe,
+    exported_family: ExportedFamily,
+    damaged_request: Path,
+    tmp_path: Path,
 ) -> None:
     schema, encoder, rows, labels = frappe
-    model = _perturbed("deepfm", encoder)
     sides = _sides(schema, encoder)
-    export.export_request_graphs(model, sides, rows, tmp_path)
+    model_graphs = (ITEMS_ONNX, REQUEST_ONNX)
+    _copy(exported_family.bundle("deepfm"), model_graphs, tmp_path)  # the request graphs of the model
     scorer = RequestScorer(
         tmp_path / ITEMS_ONNX, tmp_path / REQUEST_ONNX, sides.names(True), sides.names(False)
     )
@@ -172,29 +148,26 @@ def test_int8_gate_passes_int8_of_the_model_and_refuses_a_damaged_one(
     assert good.top10_agreement is not None and good.top10_agreement > 0.5
     damaged_dir = tmp_path / "damaged"
     damaged_dir.mkdir()
-    export.export_request_graphs(_perturbed("deepfm", encoder, seed=9), sides, rows, damaged_dir)
-    damaged = int8_gate(scorer, quantize_request(damaged_dir / REQUEST_ONNX, damaged_dir), rows, labels)
+    damaged_int8 = quantize_request(damaged_request / REQUEST_ONNX, damaged_dir)
+    damaged = int8_gate(scorer, damaged_int8, rows, labels)
     assert not damaged.usable and damaged.top10_agreement is not None and damaged.top10_agreement < 0.5
     assert "top-10" in damaged.reason or "AUC" in damaged.reason
 
 
 def test_export_records_a_refused_int8_graph_and_removes_it(
-    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray],
+    frappe: Frappe,
+    exported_family: ExportedFamily,
+    damaged_request: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     schema, encoder, rows, labels = frappe
-    model = _perturbed("deepfm", encoder)
-    export_onnx(model, encoder.layout, rows, tmp_path / "model.onnx")
-    damaged_dir = tmp_path / "damaged"
-    damaged_dir.mkdir()
-    export.export_request_graphs(
-        _perturbed("deepfm", encoder, seed=9), _sides(schema, encoder), rows, damaged_dir
-    )
+    model = perturbed("deepfm", encoder)
+    _copy(exported_family.bundle("deepfm"), (ONNX,), tmp_path)  # model.onnx of ``model``
     monkeypatch.setattr(
         export,
         "quantize_request",
-        lambda request, out, feeds=None: quantize_request(damaged_dir / REQUEST_ONNX, out, feeds),
+        lambda request, out, feeds=None: quantize_request(damaged_request / REQUEST_ONNX, out, feeds),
     )
     report = export_serving_graphs(model, encoder.layout, schema, rows, tmp_path, (rows, labels))
     assert report.graph == "request" and report.int8 is not None
@@ -230,13 +203,13 @@ def test_int8_verdict_needs_both_quality_bars_and_a_gain_where_timed(
 
 
 def test_int8_gate_times_the_heads_where_quality_holds_and_refuses_a_slower_int8(
-    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray],
+    frappe: Frappe,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     schema, encoder, rows, labels = frappe
     sides = _sides(schema, encoder)
-    export.export_request_graphs(_perturbed("deepfm", encoder), sides, rows, tmp_path)
+    export.export_request_graphs(perturbed("deepfm", encoder), sides, rows, tmp_path)
     scorer = RequestScorer(
         tmp_path / ITEMS_ONNX, tmp_path / REQUEST_ONNX, sides.names(True), sides.names(False)
     )

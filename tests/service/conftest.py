@@ -34,28 +34,49 @@ def encoder() -> FeatureEncoder:
     return fit_frappe_encoder()
 
 
-@pytest.fixture
-def models_dir(tmp_path: Path, encoder: FeatureEncoder) -> Path:
-    """Two bundles: ``lr`` and ``lr2`` (different weights)."""
-    root = tmp_path / "models"
+def two_bundles(root: Path, encoder: FeatureEncoder) -> Path:
+    """Two bundles under ``root``: ``lr`` and ``lr2`` (different weights)."""
     write_lr_bundle(root / "lr", encoder, random_weights(encoder, seed=1), version="20260101.000000")
     write_lr_bundle(root / "lr2", encoder, random_weights(encoder, seed=2), version="20260102.000000")
     return root
 
 
-@pytest.fixture
-def settings(tmp_path: Path, models_dir: Path) -> ServiceSettings:
+def app_settings(root: Path, models_dir: Path) -> ServiceSettings:
+    """The app of most service tests, its SQLite database in ``root``. Served lists are written by a thread
+    of the worker: a writer process per app costs a Python start-up and is not what these tests are about
+    (``test_served_writer_process`` overrides ``settings`` with the default, ``process``)."""
     return ServiceSettings(
         models_dir=models_dir,
-        database_url=f"sqlite:///{tmp_path / 'apprank.db'}",
+        database_url=f"sqlite:///{root / 'apprank.db'}",
         admin_token=TOKENS,
         sync_interval_s=0.1,
+        event_writer="thread",
     )
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, encoder: FeatureEncoder) -> Path:
+    """Two bundles: ``lr`` and ``lr2`` (different weights)."""
+    return two_bundles(tmp_path / "models", encoder)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, models_dir: Path) -> ServiceSettings:
+    return app_settings(tmp_path, models_dir)
 
 
 @pytest.fixture
 def client(settings: ServiceSettings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def module_client(tmp_path_factory: pytest.TempPathFactory, encoder: FeatureEncoder) -> Iterator[TestClient]:
+    """The app of ``client``, started once per module: for tests whose requests change nothing (refused
+    input), so that one app started per test is not what their time goes to."""
+    root = tmp_path_factory.mktemp("service")
+    with TestClient(create_app(app_settings(root, two_bundles(root / "models", encoder)))) as test_client:
         yield test_client
 
 

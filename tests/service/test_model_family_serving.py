@@ -1,82 +1,42 @@
 """Every registered model serves through ``POST /rank`` with exactly the CTRs ONNX Runtime gives.
 
 Each model of the registry is built over the Frappe-shaped encoder, given non-trivial weights,
-exported by the real exporter (parity-checked) and written with ``model.bundle.write_bundle`` into one
-models directory. The service starts on that directory with one experiment per model (one arm, 100 %)
-from its experiments file; a request naming ``family-<model>`` is served by that model, and its CTRs
-must equal ONNX Runtime's on the same raw rows encoded by ``encoder.transform``.
+exported by the real exporter (parity-checked) and written with ``model.bundle.write_bundle``: the
+session's shared bundles (``tests/exported.py``), copied into one models directory. The service starts
+on that directory with one experiment per model (one arm, 100 %) from its experiments file and serves
+``model.onnx`` (``request_graph`` off: the request-shaped graphs have their own serving test); a request
+naming ``family-<model>`` is served by that model, and its CTRs must equal ONNX Runtime's on the same raw
+rows encoded by ``encoder.transform``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.bundle import ONNX, Manifest, sha256_file, write_bundle
+from model.bundle import ONNX
 from model.encoder import FeatureEncoder
 from model.nets import REGISTRY
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.service.bundles import CONTEXT_VALUES, item_features, synthetic_rows
-
-if TYPE_CHECKING:
-    from torch import nn
+from tests.exported import VERSION, ExportedFamily
+from tests.service.bundles import CONTEXT_VALUES, item_features
 
 pytest.importorskip("torch")  # exporting needs the training dependencies; serving itself does not
 CANDIDATES = 25
-VERSION = "20260701.000000"
-
-
-def perturbed(name: str, encoder: FeatureEncoder, seed: int) -> nn.Module:
-    """The model with weights far enough from their tiny initial values that every row scores apart."""
-    import torch
-
-    from model.nets import build_model
-    from model.nets.params import DeepParams
-
-    torch.manual_seed(seed)
-    params = {"hidden_units": [32, 32]} if issubclass(REGISTRY[name].params, DeepParams) else {}
-    model = build_model(name, encoder.layout, params)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    return model.eval()
-
-
-def write_model_bundle(name: str, encoder: FeatureEncoder, out: Path, seed: int) -> None:
-    """Export ``name`` with the parity check and write it as a bundle at ``out``."""
-    from model.export import OPSET, export_onnx, parity_check
-
-    model = perturbed(name, encoder, seed)
-    rows = synthetic_rows()
-    example = encoder.transform(rows, len(rows["user"]))
-    staging = out.parent / f".staging-{name}"
-    staging.mkdir(parents=True)
-    export_onnx(model, encoder.layout, example, staging / ONNX)
-    parity = parity_check(model, encoder.layout, example, staging / ONNX)
-    assert parity.passed, parity
-    manifest = Manifest(
-        name=name, model=name, version=VERSION, created_at=datetime.now(UTC),
-        schema_hash=encoder.schema.content_hash(), data_fingerprint="synthetic",
-        onnx_sha256=sha256_file(staging / ONNX), opset=OPSET, inputs=list(encoder.schema.names),
-        parity=parity, metrics={}, hyperparameters={"model": name},
-    )  # fmt: skip
-    write_bundle(out, manifest, encoder.schema, encoder, staging)
 
 
 @pytest.fixture(scope="module")
-def family_dir(encoder: FeatureEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def family_dir(exported_family: ExportedFamily, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models directory with one bundle per registered model, and an experiments file."""
     root = tmp_path_factory.mktemp("family")
-    for seed, name in enumerate(REGISTRY):
-        write_model_bundle(name, encoder, root / "models" / name, seed)
+    exported_family.models_dir(list(REGISTRY), root / "models")
     experiments = [
         {"name": f"family-{name}", "arms": [{"name": name, "model": name, "weight": 100}], "control": name}
         for name in REGISTRY
@@ -86,12 +46,19 @@ def family_dir(encoder: FeatureEncoder, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
+def encoder(exported_family: ExportedFamily) -> FeatureEncoder:
+    """The encoder the bundles were exported with."""
+    return exported_family.encoder
+
+
+@pytest.fixture(scope="module")
 def client(family_dir: Path) -> Iterator[TestClient]:
     settings = ServiceSettings(
         models_dir=family_dir / "models",
         database_url=f"sqlite:///{family_dir / 'apprank.db'}",
         experiments_file=family_dir / "experiments.json",
         event_log=False,
+        request_graph=False,
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client

@@ -4,18 +4,19 @@ sort with its tie-break, and the MessagePack byte scans never miss a NaN, an inf
 from __future__ import annotations
 
 import struct
-from functools import partial
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 import orjson
 import pytest
 
-from model.encoder import FeatureEncoder
 from service.rank.msgpack_body import may_hold_non_finite
 from service.rank.payload import _fast_msgpack, parse_rank_request
 from service.rank.ranker import top_order
+
+if TYPE_CHECKING:
+    from tests.exported import ExportedFamily
 
 
 def reference(score: np.ndarray, app_ids: list[str], k: int) -> list[int]:
@@ -67,23 +68,13 @@ def test_an_app_named_twice_takes_one_cache_row() -> None:
     assert len(cache) == 7  # past capacity it starts over: 7 distinct apps, 7 rows
 
 
-def test_request_graph_encoders_count_features_as_plain_ones(
-    encoder: FeatureEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_request_graph_encoders_count_features_as_plain_ones(exported_family: ExportedFamily) -> None:
     """With an item graph the cache keeps item parts and per-app counts, not the item inputs: the
     feature counts (values, missing, OOV) are those of the plain encoder all the same."""
-    pytest.importorskip("torch")
-    import model.export
     from service.rank.registry import LoadOptions, load_model
     from tests.service.conftest import rank_body
-    from tests.service.test_request_graph_serving import write_request_bundle
 
-    # int8 and its gate are not what this test is about, and they take most of the export's time
-    monkeypatch.setattr(
-        model.export, "export_serving_graphs", partial(model.export.export_serving_graphs, int8=False)
-    )
-    bundle = tmp_path / "lr"
-    write_request_bundle("lr", encoder, bundle, 0)
+    bundle = exported_family.bundle("lr")  # the shared export: plain and request-shaped graphs, no int8
     shaped = load_model("lr", bundle, LoadOptions("cpu", 1, 1, 64, request_graph=True))
     plain = load_model("lr", bundle, LoadOptions("cpu", 1, 1, 0, request_graph=False))
     assert shaped.graph == "request" and shaped.encoder.item_tower is not None

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from service.db import Database
@@ -29,6 +30,7 @@ from service.events.record import RecordEncoder, decode_record
 from service.events.schema import migrations
 from service.events.store import SqlEventStore, open_event_store
 from service.rank.served import LoggedFields, ServedList
+from service.settings import ServiceSettings
 from tests.conftest import wait_until
 from tests.service.conftest import rank_body
 from tests.service.test_events_support import StoreTarget, event, event_in, served_list
@@ -252,6 +254,12 @@ def test_a_killed_writer_is_restarted_and_no_acknowledged_event_is_lost(target: 
         assert lists + writer.dropped == submitted[0]
         assert log.counters.snapshot()["served_lists_dropped"] == writer.dropped
         assert events == 3 and acknowledged[0] == 20  # 3 distinct (item, type) pairs, the rest duplicates
+
+
+@pytest.fixture
+def settings(settings: ServiceSettings) -> ServiceSettings:
+    """The shared app settings with the served-list writer process (the default), which this file tests."""
+    return settings.model_copy(update={"event_writer": "process"})
 
 
 def test_rank_keeps_answering_while_its_writer_process_is_killed(client: TestClient) -> None:

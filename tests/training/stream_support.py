@@ -73,5 +73,6 @@ def small_config(*overrides: str) -> TrainConfig:
         "chunk_rows=1000",
         "hidden_units=[16]",
         "embedding_dim=4",
+        "serving_graphs=false",  # tests of reading and training: model.onnx only
     )
     return load_config(None, (*base, *overrides), model="deepfm")

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from apprank.cli import build_app
-from model.bundle import read_bundle
+from model.bundle import ITEMS_ONNX, read_bundle
 from model.encoder import Encoded, InputLayout
 from model.export import export_onnx
 from training import pipeline
@@ -19,6 +19,8 @@ from training.config import load_config
 from training.pipeline import ExportError, train_bundle
 
 QUICK = ["epochs=2", "max_rows=20000", "hidden_units=[64,64]", "batch_size=1024", "threads=2"]
+# runs that test the training, not the serving graphs (frappe_bundle checks those): model.onnx only
+TRAIN_ONLY = [*QUICK, "serving_graphs=false"]
 runner = CliRunner()
 app = build_app()
 
@@ -36,6 +38,8 @@ def test_bundle_is_complete_and_verified(frappe_bundle: Path) -> None:
     assert manifest.model == "deepfm" and manifest.opset >= 17
     assert manifest.inputs == list(bundle.schema.names)
     assert manifest.parity.passed and manifest.parity.rows == 10_000 and manifest.parity.max_abs_diff <= 1e-5
+    assert manifest.serving is not None and manifest.serving.graph == "request"  # the default
+    assert manifest.serving.parity is not None and manifest.serving.parity.passed
     assert len(manifest.data_fingerprint) == 64 and manifest.schema_hash == bundle.schema.content_hash()
     assert {"valid", "test", "training"} <= set(manifest.metrics)
     assert 0.5 < manifest.metrics["test"]["auc"] <= 1.0
@@ -69,7 +73,7 @@ def test_evaluate_cli_scores_through_onnx(frappe_bundle: Path, data_dir: Path, t
 def test_resume_keeps_the_encoder_and_starts_from_the_weights(
     frappe_bundle: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    config = load_config(None, [*QUICK, "epochs=1"], model="deepfm")
+    config = load_config(None, [*TRAIN_ONLY, "epochs=1"], model="deepfm")
     result = train_bundle(data_dir / "frappe_ctr", tmp_path / "resumed", config, resume=frappe_bundle)
     assert result is not None
     before, after = read_bundle(frappe_bundle), read_bundle(result.bundle)
@@ -83,7 +87,7 @@ def test_criteo_trains_and_evaluates_end_to_end(data_dir: Path, tmp_path: Path) 
     result = runner.invoke(
         app,
         ["train", "--model", "deepfm", "--data", str(data_dir / "criteo" / "dac_8k.txt"), "--out", str(out),
-         *(arg for item in QUICK for arg in ("--set", item))],
+         *(arg for item in TRAIN_ONLY for arg in ("--set", item))],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = read_bundle(out).manifest
@@ -99,11 +103,13 @@ def test_criteo_trains_and_evaluates_end_to_end(data_dir: Path, tmp_path: Path) 
 def test_synchronous_and_asynchronous_loading_train_identically(data_dir: Path, tmp_path: Path) -> None:
     runs = {}
     for flag in ("true", "false"):
-        sets = [*QUICK, "epochs=1", f"async_loading={flag}", "precision=fp32"]
+        sets = [*TRAIN_ONLY, "epochs=1", f"async_loading={flag}", "precision=fp32"]
         config = load_config(None, sets, model="deepfm")
         result = train_bundle(data_dir / "frappe_ctr", tmp_path / flag, config)
         assert result is not None
         runs[flag] = result.metrics["valid"]
+        serving = read_bundle(result.bundle).manifest.serving
+        assert serving is not None and serving.graph == "plain" and not (result.bundle / ITEMS_ONNX).exists()
     assert runs["true"]["logloss"] == runs["false"]["logloss"]
 
 
