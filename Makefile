@@ -67,6 +67,9 @@ DEMO_DAYS ?= 7
 DEMO_RETRAIN_AFTER ?= 3
 DEMO_DATA ?= var/data/synthetic
 DEMO_TOKEN ?= demo-admin
+# The retrain fine-tunes a warm model on a few logged days: at the serving version's own learning rate
+# (1e-3) the first epoch already undoes the warm start on the demo's two days and the gate refuses.
+DEMO_RETRAIN_SET ?= optimizer.lr=0.0001
 DEMO_URL = http://127.0.0.1:$(PORT)
 READY = $(BIN)/python -c "import httpx, sys; sys.exit(httpx.get('$(DEMO_URL)/readyz', timeout=2).status_code != 200)"
 
@@ -84,7 +87,7 @@ demo: $(STAMP)
 	done; \
 	$(BIN)/apprank simulate --url $(DEMO_URL) --world $(DEMO_DATA) --users $(DEMO_USERS) --days $(DEMO_DAYS) \
 	    --retrain-after $(DEMO_RETRAIN_AFTER) --models $(DEMO_DIR)/models --db sqlite:///$(DEMO_DIR)/apprank.db \
-	    --token $(DEMO_TOKEN) \
+	    --token $(DEMO_TOKEN) $(foreach item,$(DEMO_RETRAIN_SET),--retrain-set $(item)) \
 	    --png $(DEMO_DIR)/daily_lift.png --lists-png $(DEMO_DIR)/list_metrics.png --out $(DEMO_DIR)/figures.json
 
 clean:

@@ -310,8 +310,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows_out.sort(
         key=lambda r: (SYSTEMS.index(r["system"]), r["workers"], r["media"], r["n"], r["top_k"] is None)
     )
+    serving = read_bundle(bundle).manifest.serving
     return {
         "bundle": str(bundle),
+        "graphs": None if serving is None else serving.model_dump(mode="json", include={"graph", "int8"}),
         "onnx": {str(n): v for n, v in onnx.items()},
         "rows": rows_out,
         "throughput": {system: median_of(figures) for system, figures in loaded.items()},
@@ -393,6 +395,10 @@ def verdicts(results: dict[str, Any], connections: int) -> list[tuple[str, bool 
 
 
 def show(results: dict[str, Any], connections: int) -> None:
+    graphs = results.get("graphs") or {}
+    int8 = graphs.get("int8") or {}
+    serves = "int8 request graph" if int8.get("usable") else f"{graphs.get('graph', 'plain')} graph, fp32"
+    console.print(f"the bundle serves its {serves} by default (int8 gate: {int8.get('reason', 'none')})")
     table = Table(title="POST /rank at one connection (p50 / p99 ms); the bare plain-graph ONNX call beside")
     for column in ("system", "workers", "case", "p50", "p99", "bare onnx p50", "err"):
         table.add_column(column, justify="right")
@@ -447,6 +453,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    load_before = os.getloadavg()
     results = run(args)
     show(results, args.connections)
     if args.out is not None:
@@ -455,6 +462,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_before": load_before,
             "load_average": os.getloadavg(),
             "load_generator": "wrk" if shutil.which("wrk") else "python",
         }

@@ -63,7 +63,11 @@ class ParityReport(BaseModel):
 
 
 class Int8Report(BaseModel):
-    """The int8 request graph against fp32: whether it may serve, and the figures that decided it."""
+    """The int8 request graph against fp32: whether it may serve, and the figures that decided it.
+
+    ``usable`` needs the quality bars (test AUC, top-10 agreement) and, where the export timed the two
+    request heads (``speed_candidates``, medians ``fp32_ms`` / ``int8_ms``), int8 faster at every size.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -76,6 +80,9 @@ class Int8Report(BaseModel):
     auc_rows: int = 0
     top10_agreement: float | None = None
     requests: int = 0
+    speed_candidates: list[int] = []
+    fp32_ms: list[float] = []
+    int8_ms: list[float] = []
 
 
 class ServingGraphs(BaseModel):

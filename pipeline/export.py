@@ -20,6 +20,7 @@ from model.bundle import SCHEMA, BundleError, read_manifest
 from model.files import TableWriter, canonical_column, save_schema_yaml, schema_sibling
 from model.schema import FeatureKind, FeatureSchema, FeatureSpec, Source
 from model.versions import current_path, version_path
+from pipeline.store_columns import store_chunks
 from service.events.rows import LabeledRow
 from service.events.store import EventStore
 from training.readers.base import Chunk
@@ -150,11 +151,9 @@ def labeled_chunks(
     block_rows: int = 50_000,
 ) -> Iterator[Chunk]:
     """The labeled impressions of ``experiment`` in [start_ts, end_ts) as chunks of ``block_rows`` rows,
-    streamed from the store (one block of rows in memory at a time)."""
-    first = 1
-    for block in blocks(store.labeled_rows(experiment, start_ts, end_ts), block_rows):
-        yield block_chunk(block, schema, first)
-        first += len(block)
+    streamed from the store (one block of rows in memory at a time), decoded a column at a time
+    (``pipeline.store_columns``): the chunks ``block_chunk`` makes of ``labeled_rows``."""
+    return store_chunks(store.training_pages(experiment, start_ts, end_ts), schema, block_rows)
 
 
 def export_training(

@@ -1,14 +1,16 @@
 """The retrain's data, streamed from the event store: the window as a prepared dataset, the held-out
 days scored by both versions.
 
-Export (two passes over ``EventStore.labeled_rows``, one block of rows in memory at a time):
+Export (one read of the store, ``EventStore.training_pages`` decoded a column at a time by
+``pipeline.store_columns``; two passes over the rows, one block in memory at a time):
 
 1. *fit*: the training rows of the window grow the serving encoder's vocabularies
-   (``pipeline.retrain_warm.grow_encoder``: known ids keep their index, new ones are appended);
-2. *encode*: the same rows again, encoded with the grown encoder and written as a prepared dataset
-   (``training.prepared.writer.SplitWriter``: row groups of compact dtypes, shards, a manifest), the
-   valid and test rows picked by ``row_splits`` from the row number and the seed, like ``apprank
-   prepare`` splits a single file. Only the rows of the train split are fitted on.
+   (``pipeline.retrain_warm.grow_encoder``: known ids keep their index, new ones are appended), while
+   every row read is spilled to disk as decoded columns (``pipeline.row_spill.Spilled``);
+2. *encode*: the same rows again, read back from the spill, encoded with the grown encoder and written
+   as a prepared dataset (``training.prepared.writer.SplitWriter``: row groups of compact dtypes,
+   shards, a manifest), the valid and test rows picked by ``row_splits`` from the row number and the
+   seed, like ``apprank prepare`` splits a single file. Only the rows of the train split are fitted on.
 
 So memory holds one block of raw rows, less than one row group per split and the vocabularies being
 counted (bounded by ``vocab_cap``), never the window. The folder is written aside and renamed into
@@ -37,6 +39,7 @@ from model.encoder import FeatureEncoder
 from model.files import save_schema_yaml
 from model.schema import FeatureSchema
 from pipeline.export import labeled_chunks
+from pipeline.row_spill import RowSource
 from service.events.store import EventStore
 from training.config import TrainConfig
 from training.metrics import evaluate_predictions
@@ -88,7 +91,7 @@ def _with_splits(chunks: Iterator[Chunk], config: TrainConfig) -> Iterator[tuple
         first += chunk.num_rows
 
 
-def training_rows(source: Source, schema: FeatureSchema, config: TrainConfig) -> Iterator[Chunk]:
+def training_rows(source: RowSource, schema: FeatureSchema, config: TrainConfig) -> Iterator[Chunk]:
     """The rows of the train split only (what the vocabulary grows from), chunk by chunk."""
     for chunk, split in _with_splits(source.chunks(schema), config):
         keep = split == TRAIN
@@ -104,7 +107,7 @@ class Written:
     positives: int
 
 
-def write_prepared(source: Source, encoder: FeatureEncoder, config: TrainConfig, out: Path) -> Written:
+def write_prepared(source: RowSource, encoder: FeatureEncoder, config: TrainConfig, out: Path) -> Written:
     """Encode the rows of ``source`` with ``encoder`` into a prepared dataset at ``out`` (replaced).
 
     Raises:
@@ -144,7 +147,11 @@ def write_prepared(source: Source, encoder: FeatureEncoder, config: TrainConfig,
 
 
 def _manifest(
-    source: Source, schema: FeatureSchema, config: TrainConfig, infos: dict[str, SplitInfo], fingerprint: str
+    source: RowSource,
+    schema: FeatureSchema,
+    config: TrainConfig,
+    infos: dict[str, SplitInfo],
+    fingerprint: str,
 ) -> PreparedManifest:
     settings = config.prepare
     return PreparedManifest(

@@ -24,6 +24,7 @@ from pipeline.retrain import (
 )
 from pipeline.retrain_data import Source, evaluate_streamed, training_rows, write_prepared
 from pipeline.retrain_state import RetrainState, Step, peak_rss_mib, release_memory, reset_peak_rss
+from pipeline.row_spill import Spilled
 from service.db import Database
 from service.events.store import EventStore
 from service.experiments.store import ExperimentStore
@@ -78,7 +79,8 @@ def export_step(job: RetrainJob, state: RetrainState, services: Services) -> Non
 
 
 def _export_prepared(job: RetrainJob, state: RetrainState, services: Services) -> None:
-    """Pass 1 grows the serving encoder on the train split, pass 2 encodes into the prepared dataset."""
+    """Pass 1 reads the store, spills the rows and grows the serving encoder on the train split; pass 2
+    encodes the spilled rows into the prepared dataset."""
     from pipeline.retrain_train import candidate_config
     from pipeline.retrain_warm import grow_encoder
 
@@ -96,10 +98,14 @@ def _export_prepared(job: RetrainJob, state: RetrainState, services: Services) -
             counted[0] += chunk.num_rows
             yield chunk
 
-    grown = grow_encoder(serving.encoder, counting(training_rows(source, serving.schema, config)))
-    if counted[0] == 0:
-        raise _nothing_to_train(job)
-    written = write_prepared(source, grown, config, _prepared(job))
+    spilled = Spilled(source, job.work / "data" / "rows.spill")
+    try:
+        grown = grow_encoder(serving.encoder, counting(training_rows(spilled, serving.schema, config)))
+        if counted[0] == 0:
+            raise _nothing_to_train(job)
+        written = write_prepared(spilled, grown, config, _prepared(job))
+    finally:
+        spilled.remove()
     state.exported = {"train": {"rows": written.rows, "positives": written.positives}}
 
 

@@ -91,3 +91,26 @@ class LabeledRow:
             item=orjson.loads(features_json),
             label=int(label),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPage:
+    """A page of labeled impressions as columns, with only what training reads: the ids, the logged raw
+    JSON of user, context and item (decoded by the reader, once per distinct text), the labels."""
+
+    user_ids: Sequence[str]
+    app_ids: Sequence[str]
+    user_json: Sequence[str]
+    context_json: Sequence[str]
+    features_json: Sequence[str]
+    labels: Sequence[int]
+
+    @classmethod
+    def from_records(cls, records: Sequence[Sequence[Any]]) -> TrainingPage:
+        """Build from rows of the training-page query (``Queries.training_page``)."""
+        columns = list(zip(*records, strict=True)) if records else [()] * 8
+        _, _, user_ids, app_ids, user_json, context_json, features_json, labels = columns
+        return cls(user_ids, app_ids, user_json, context_json, features_json, labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)

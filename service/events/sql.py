@@ -60,11 +60,11 @@ GROUP BY day, arm
 """
 
 # Impressions joined with their served list, served item and download (if any), in (ts, event_id)
-# order, one page at a time (keyset pagination: no server-side cursor needed in either dialect).
-_LABELED_PAGE = """
-SELECT e.ts, e.event_id, e.request_id, e.app_id, e.user_id, l.arm, l.model, l.version, l.user_json,
-       l.context_json, i.position, i.ctr, i.bid, f.features_json,
-       CASE WHEN d.event_id IS NULL THEN 0 ELSE 1 END AS label
+# order, one page at a time (keyset pagination: no server-side cursor needed in either dialect). The
+# lower bound is the larger of the window's start and the last page's ts (the caller passes it): the
+# planners seek the ts index with the plain range only, the ``OR`` is a filter, so a bound at the
+# window's start alone would scan every earlier page again (quadratic in the window).
+_LABELED_JOINS = """
 FROM {p}events AS e
 JOIN {p}served_lists AS l ON l.request_id = e.request_id
 JOIN {p}served_items AS i ON i.request_id = e.request_id AND i.app_id = e.app_id
@@ -75,6 +75,21 @@ WHERE e.type = 'impression' AND e.experiment = ? AND e.ts >= ? AND e.ts < ?
 ORDER BY e.ts, e.event_id
 LIMIT ?
 """
+_LABELED_PAGE = (
+    """
+SELECT e.ts, e.event_id, e.request_id, e.app_id, e.user_id, l.arm, l.model, l.version, l.user_json,
+       l.context_json, i.position, i.ctr, i.bid, f.features_json,
+       CASE WHEN d.event_id IS NULL THEN 0 ELSE 1 END AS label"""
+    + _LABELED_JOINS
+)
+# The same rows with only what training reads (``rows.TrainingPage``): user and app ids, the raw JSON
+# of user, context and item, the label.
+_TRAINING_PAGE = (
+    """
+SELECT e.ts, e.event_id, e.user_id, e.app_id, l.user_json, l.context_json, f.features_json,
+       CASE WHEN d.event_id IS NULL THEN 0 ELSE 1 END AS label"""
+    + _LABELED_JOINS
+)
 
 _SERVED_MODELS = (
     "SELECT DISTINCT model, version FROM {p}served_lists WHERE experiment = ? AND ts >= ? AND ts < ? "
@@ -145,6 +160,7 @@ class Queries:
         self.rebuild_user_days = _REBUILD_USER_DAYS.format(p=prefix)
         self.arm_sums = _ARM_SUMS.format(p=prefix)
         self.labeled_page = _LABELED_PAGE.format(p=prefix)
+        self.training_page = _TRAINING_PAGE.format(p=prefix)
         self.served_models = _SERVED_MODELS.format(p=prefix)
         self.user_counts = _USER_COUNTS.format(p=prefix)
         self.purge = tuple((name, statement.format(p=prefix)) for name, statement in _PURGE)

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from service.db import Cursor, Database, StoreUnavailableError
 from service.events.models import ArmDaySums, BatchOutcome, EventIn, PurgeCounts, Rejection, ServedRef
 from service.events.record import FeatureVersions, FieldsCache, ServedRecord, record_of
-from service.events.rows import LabeledRow, event_row, user_day_updates
+from service.events.rows import LabeledRow, TrainingPage, event_row, user_day_updates
 from service.events.schema import migrations
 from service.events.sql import Queries
 from service.events.validation import CLOCK_SKEW_S, check_reference
@@ -43,6 +43,7 @@ class EventStore(Protocol):
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]: ...
     def user_counts(self) -> list[tuple[str, str, int]]: ...
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]: ...
+    def training_pages(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[TrainingPage]: ...
     def purge(self, older_than_days: int, now: float | None = None) -> PurgeCounts: ...
 
 
@@ -256,13 +257,24 @@ class SqlEventStore:
 
     def labeled_rows(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[LabeledRow]:
         """Every impression in [start_ts, end_ts) with its logged features and a 0/1 download label."""
+        for page in self._pages(self.q.labeled_page, experiment, start_ts, end_ts):
+            yield from map(LabeledRow.from_record, page)
+
+    def training_pages(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[TrainingPage]:
+        """The rows of ``labeled_rows`` with only what training reads, a page of columns at a time."""
+        for page in self._pages(self.q.training_page, experiment, start_ts, end_ts):
+            yield TrainingPage.from_records(page)
+
+    def _pages(self, query: str, experiment: str, start_ts: float, end_ts: float) -> Iterator[list[Any]]:
+        """The pages of a ``(ts, event_id)``-ordered labeled query (see ``sql._LABELED_JOINS``)."""
         after_ts, after_id = float("-inf"), ""
-        query = self.db.sql(self.q.labeled_page)
+        query = self.db.sql(query)
         while True:
-            params = (experiment, start_ts, end_ts, after_ts, after_ts, after_id, self.page_size)
+            lower = max(start_ts, after_ts)  # seeks past the pages already read (see sql)
+            params = (experiment, lower, end_ts, after_ts, after_ts, after_id, self.page_size)
             page = self.db.query(lambda cursor: cursor.execute(query, params).fetchall())  # noqa: B023
-            for record in page:
-                yield LabeledRow.from_record(record)
+            if page:
+                yield page
             if len(page) < self.page_size:
                 return
             after_ts, after_id = float(page[-1][0]), str(page[-1][1])

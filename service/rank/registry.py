@@ -61,7 +61,7 @@ class LoadOptions:
     inter_op_threads: int = 1
     item_cache_size: int = 0
     request_graph: bool = False  # the service turns it on (ServiceSettings.request_graph)
-    int8: bool = False
+    int8: bool = False  # the service turns it on too (ServiceSettings.int8)
 
 
 def make_session(path: Path, options: LoadOptions) -> Any:

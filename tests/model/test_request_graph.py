@@ -2,21 +2,23 @@
 
 In torch on the mixed schema (every input role, calibrated), then through ONNX on real frappe_ctr rows
 grouped into requests (rows of one user and context), with the export's own parity check; the int8
-gate refuses a graph that does not rank like fp32, and the export falls back to the plain graph when
-the request graphs disagree with it.
+gate refuses a graph that does not rank like fp32 or whose head is not faster than fp32's where the
+export timed them, and the export falls back to the plain graph when the request graphs disagree with it.
 """
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 import model.export as export
-from model.bundle import INT8_ONNX, ITEMS_ONNX, REQUEST_ONNX
+import model.serving_graphs as serving_graphs
+from model.bundle import INT8_ONNX, ITEMS_ONNX, REQUEST_ONNX, Int8Report
 from model.encoder import Encoded, FeatureEncoder
 from model.export import export_onnx, export_serving_graphs, torch_ctr
 from model.fitting import fit_encoder
@@ -24,7 +26,13 @@ from model.nets import REGISTRY, build_model
 from model.nets.calibration import PlattScaled
 from model.nets.request import ItemTower, RequestHead, Sides, why_not_splittable
 from model.schema import FeatureSchema, Source
-from model.serving_graphs import RequestScorer, group_requests, int8_gate, quantize_request
+from model.serving_graphs import (
+    RequestScorer,
+    group_requests,
+    int8_gate,
+    int8_verdict,
+    quantize_request,
+)
 
 SCHEMA = Path(__file__).resolve().parents[2] / "configs" / "schemas" / "frappe_ctr.yaml"
 PLAIN_ONLY = {"xdeepfm", "autoint", "dcnv2"}
@@ -192,3 +200,57 @@ def test_export_records_a_refused_int8_graph_and_removes_it(
     assert report.graph == "request" and report.int8 is not None
     assert not report.int8.usable and report.int8.sha256 is None and report.int8.reason
     assert not (tmp_path / INT8_ONNX).exists()
+
+
+TIMED = {"speed_candidates": [100, 1_000], "fp32_ms": [0.8, 7.0]}
+
+
+@pytest.mark.parametrize(
+    ("figures", "usable", "says"),
+    [
+        ({}, True, "speed not measured"),
+        ({**TIMED, "int8_ms": [0.4, 3.0]}, True, "int8 head N=100: 0.4 vs 0.8 ms"),
+        ({**TIMED, "int8_ms": [0.4, 7.5]}, False, "not faster"),
+        ({**TIMED, "int8_ms": [0.8, 3.0]}, False, "not faster"),  # a tie is no gain
+        ({**TIMED, "int8_ms": [0.4, 3.0], "auc_int8": 0.9006}, False, "AUC"),
+        ({"auc_int8": float("nan")}, False, "AUC"),
+        ({**TIMED, "int8_ms": [0.4, 3.0], "top10_agreement": 0.989}, False, "top-10"),
+        ({"top10_agreement": None}, False, "not checked"),
+    ],
+)
+def test_int8_verdict_needs_both_quality_bars_and_a_gain_where_timed(
+    figures: dict[str, Any], usable: bool, says: str
+) -> None:
+    checked = Int8Report(
+        usable=not usable, reason="", auc_fp32=0.9, auc_int8=0.9002, auc_rows=1_000,
+        top10_agreement=0.995, requests=1_000,
+    ).model_copy(update=figures)  # fmt: skip
+    verdict = int8_verdict(checked)
+    assert verdict.usable is usable and says in verdict.reason, verdict.reason
+
+
+def test_int8_gate_times_the_heads_where_quality_holds_and_refuses_a_slower_int8(
+    frappe: tuple[FeatureSchema, FeatureEncoder, Encoded, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema, encoder, rows, labels = frappe
+    sides = _sides(schema, encoder)
+    export.export_request_graphs(_perturbed("deepfm", encoder), sides, rows, tmp_path)
+    scorer = RequestScorer(
+        tmp_path / ITEMS_ONNX, tmp_path / REQUEST_ONNX, sides.names(True), sides.names(False)
+    )
+    quantized = quantize_request(tmp_path / REQUEST_ONNX, tmp_path)
+    monkeypatch.setattr(serving_graphs, "AUC_SLACK", 1.0)  # quality holds: the speed decides
+    monkeypatch.setattr(serving_graphs, "TOP10_AGREEMENT", 0.0)
+    monkeypatch.setattr(serving_graphs, "GATE_REQUESTS", 50)  # the bars' figures are not the point here
+    monkeypatch.setattr(serving_graphs, "SPEED_ROUNDS", 2)
+    timed = int8_gate(scorer, quantized, rows, labels)  # the real probe: the decision follows its figures
+    assert timed.speed_candidates == [100, 1_000] and len(timed.fp32_ms) == len(timed.int8_ms) == 2
+    assert min(timed.fp32_ms + timed.int8_ms) > 0
+    assert timed.usable == all(i < f for f, i in zip(timed.fp32_ms, timed.int8_ms, strict=True))
+    slower = int8_gate(scorer, quantized, rows, labels, lambda *_: ([100], [1.0], [1.2]))
+    assert not slower.usable and "not faster" in slower.reason and slower.int8_ms == [1.2]
+    monkeypatch.setattr(serving_graphs, "TOP10_AGREEMENT", 1.01)  # quality fails: no timing at all
+    refused = int8_gate(scorer, quantized, rows, labels, lambda *_: pytest.fail("timed"))
+    assert not refused.usable and "top-10" in refused.reason and refused.int8_ms == []

@@ -34,7 +34,7 @@ from pipeline.retrain_run import Services, run_retrain
 from pipeline.retrain_state import RetrainState, Step
 from service.app import create_app
 from service.db import Database
-from service.events.rows import LabeledRow
+from service.events.rows import LabeledRow, TrainingPage
 from service.events.store import EventStore, open_event_store
 from service.settings import DEFAULT_TABLE_PREFIX, ServiceSettings
 from simulation.ab_test import Simulation, SimulationConfig
@@ -183,6 +183,11 @@ class FlippedLabels:
         flip = self.days is None or (start_ts, end_ts) == self.days
         for row in self.store.labeled_rows(experiment, start_ts, end_ts):
             yield replace(row, label=1 - row.label) if flip else row
+
+    def training_pages(self, experiment: str, start_ts: float, end_ts: float) -> Iterator[TrainingPage]:
+        flip = self.days is None or (start_ts, end_ts) == self.days
+        for page in self.store.training_pages(experiment, start_ts, end_ts):
+            yield replace(page, labels=[1 - label for label in page.labels]) if flip else page
 
     def served_models(self, experiment: str, start_ts: float, end_ts: float) -> list[tuple[str, str]]:
         return self.store.served_models(experiment, start_ts, end_ts)

@@ -1,14 +1,20 @@
 """Bundles with request-shaped graphs: ``POST /rank`` through them equals ``POST /rank`` through model.onnx.
 
 Real exported bundles (the exporter's own request graphs and parity check) in one models directory,
-served twice: with ``request_graph`` on (the default) and off. Same candidates, same CTRs and order;
-a known app's item part is taken from the item cache, not computed again (``item_part_rows``); a
-model that does not split (xDeepFM) serves its plain graph either way.
+served twice: with ``request_graph`` on (the default) and off, int8 off. Same candidates, same CTRs and
+order (fp32 parity); a known app's item part is taken from the item cache, not computed again
+(``item_part_rows``); a model that does not split (xDeepFM) serves its plain graph either way.
+
+int8 (on by default) is served exactly where the export's gate kept ``model.int8.onnx``: the deepfm
+bundle's gate is made to pass (its quality bars opened, its heads timed int8 faster), pnn_star's to
+refuse on speed alone (the same bars, int8 timed slower), so both outcomes are served here whatever the
+random weights' int8 graphs would do; the real bars are tested in tests/model/test_request_graph.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 pytest.importorskip("torch")  # exporting needs the training dependencies; serving itself does not
 MODELS = ("deepfm", "pnn_star", "lr", "xdeepfm")
 VERSION = "20260801.000000"
+INT8_TIMED = {"deepfm": [0.5, 4.0], "pnn_star": [1.5, 9.0]}  # int8 head ms at N = 100, 1,000; fp32: 1, 8
 
 
 def perturbed(name: str, encoder: FeatureEncoder, seed: int) -> nn.Module:
@@ -46,6 +53,20 @@ def perturbed(name: str, encoder: FeatureEncoder, seed: int) -> nn.Module:
     return model.eval()
 
 
+@contextmanager
+def int8_timed_as(int8_ms: list[float] | None) -> Iterator[None]:
+    """The int8 gate with its quality bars open and its speed probe saying ``int8_ms`` (fp32: 1 and 8
+    ms); unchanged when None."""
+    import model.serving_graphs as graphs
+
+    with pytest.MonkeyPatch.context() as patch:
+        if int8_ms is not None:
+            patch.setattr(graphs, "AUC_SLACK", 1.0)
+            patch.setattr(graphs, "TOP10_AGREEMENT", 0.0)
+            patch.setattr(graphs, "head_speed", lambda *_: ([100, 1_000], [1.0, 8.0], int8_ms))
+        yield
+
+
 def write_request_bundle(name: str, encoder: FeatureEncoder, out: Path, seed: int) -> None:
     """Export ``name`` (plain graph, then request graphs with int8 and its gate) and write its bundle."""
     from model.export import OPSET, export_onnx, export_serving_graphs, parity_check
@@ -58,9 +79,10 @@ def write_request_bundle(name: str, encoder: FeatureEncoder, out: Path, seed: in
     staging.mkdir(parents=True)
     export_onnx(model, encoder.layout, example, staging / ONNX)
     parity = parity_check(model, encoder.layout, example, staging / ONNX)
-    serving = export_serving_graphs(
-        model, encoder.layout, encoder.schema, example, staging, (example, labels)
-    )
+    with int8_timed_as(INT8_TIMED.get(name)):
+        serving = export_serving_graphs(
+            model, encoder.layout, encoder.schema, example, staging, (example, labels)
+        )
     manifest = Manifest(
         name=name, model=name, version=VERSION, created_at=datetime.now(UTC),
         schema_hash=encoder.schema.content_hash(), data_fingerprint="synthetic",
@@ -88,7 +110,12 @@ def _client(root: Path, db: str, **settings: Any) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def request_client(models_root: Path) -> Iterator[TestClient]:
-    yield from _client(models_root, "request.db")
+    yield from _client(models_root, "request.db", int8=False)
+
+
+@pytest.fixture(scope="module")
+def default_client(models_root: Path) -> Iterator[TestClient]:
+    yield from _client(models_root, "default.db")
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +195,37 @@ def test_without_an_item_cache_every_candidate_runs_the_item_graph(models_root: 
         assert encoder.item_part_rows == 6
 
 
-def test_int8_is_served_only_when_asked_and_its_gate_passed(models_root: Path) -> None:
-    manifest = loaded_manifest(models_root / "models" / "deepfm")
-    assert manifest.serving is not None and manifest.serving.int8 is not None
-    usable = manifest.serving.int8.usable
-    assert (models_root / "models" / "deepfm" / INT8_ONNX).is_file() == usable
-    for client in _client(models_root, "int8.db", int8=True):
-        assert loaded(client, "deepfm").graph == ("request-int8" if usable else "request")
-        assert ranked(client, "deepfm", [1, 2, 3])
+def test_int8_serves_by_default_exactly_where_its_gate_kept_it(
+    models_root: Path, default_client: TestClient
+) -> None:
+    graphs = {}
+    for name in MODELS:
+        serving = loaded_manifest(models_root / "models" / name).serving
+        assert serving is not None
+        kept = (models_root / "models" / name / INT8_ONNX).is_file()
+        assert kept == (serving.int8 is not None and serving.int8.usable)
+        graphs[name] = loaded(default_client, name).graph
+        assert graphs[name] == ("request-int8" if kept else "plain" if name == "xdeepfm" else "request")
+    assert graphs["deepfm"] == "request-int8"  # its gate passed and int8 timed faster
+    refused = loaded_manifest(models_root / "models" / "pnn_star").serving
+    assert refused is not None and refused.int8 is not None and not refused.int8.usable
+    assert "not faster" in refused.int8.reason and refused.int8.int8_ms == INT8_TIMED["pnn_star"]
+    assert graphs["pnn_star"] == "request" and graphs["lr"] == "request"  # lr: no matrix product
+
+
+def test_int8_ranks_close_to_fp32_and_turning_it_off_serves_fp32(
+    default_client: TestClient, request_client: TestClient, plain_client: TestClient
+) -> None:
+    apps = list(range(0, 90, 3))
+    for user in ("7", "12"):
+        int8, fp32 = (
+            dict(ranked(default_client, "deepfm", apps, user)),
+            dict(ranked(request_client, "deepfm", apps, user)),
+        )
+        plain = dict(ranked(plain_client, "deepfm", apps, user))
+        np.testing.assert_allclose([fp32[a] for a in plain], list(plain.values()), rtol=0, atol=1e-5)
+        gaps = np.abs(np.array([int8[a] for a in plain]) - np.array(list(plain.values())))
+        assert 0 < gaps.max() < 0.05  # the int8 graph served (not fp32 again), and it scores like it
 
 
 def loaded_manifest(path: Path) -> Manifest:
