@@ -244,10 +244,16 @@ def _print_retrain(result: SimulationResult, retrain: RetrainAfter, arms: list[s
         f"{arm} true CTR (no download noise): days {check['before_days']} "
         f"{100 * check['true_ctr_before']:.3f}% ({check['ratio_to_control_before']:.3f}x {arms[0]}), "
         f"days {check['after_days']} {100 * check['true_ctr_after']:.3f}% "
-        f"({check['ratio_to_control_after']:.3f}x {arms[0]}): "
-        + ("no drop" if check["no_drop"] else "[red]dropped[/red]")
+        f"({check['ratio_to_control_after']:.3f}x {arms[0]}): " + _swap_verdict(summary, check)
     )
     return {"retrain": summary, "swap_check": check}
+
+
+def _swap_verdict(summary: dict[str, Any], check: dict[str, Any]) -> str:
+    """The check's verdict; "no swap" when the retrain published nothing (the same version served on)."""
+    if summary.get("outcome") != "published":
+        return f"no swap (retrain {summary.get('outcome')}): the serving version kept serving"
+    return "no drop" if check["no_drop"] else "[red]dropped[/red]"
 
 
 def _print_events(result: SimulationResult) -> None:

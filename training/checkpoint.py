@@ -37,6 +37,7 @@ class LoopState:
     global_step: int = 0
     loss_sum: float = 0.0
     epoch_seconds: float = 0.0
+    data_wait_s: float = 0.0  # of epoch_seconds, the time the loop waited for its next batch
     stale: int = 0
     history: dict[str, Any] = field(default_factory=dict)
     generator_state: torch.Tensor | None = None

@@ -165,6 +165,7 @@ def _metrics(
         "best_epoch": float(history.best_epoch),
         "train_seconds": history.train_seconds,
         "train_samples_per_s": history.samples_per_s,
+        "train_data_wait_s": history.train_data_wait_s,
         "train_rows": float(len(data.train)),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "streamed": float(isinstance(data, Streamed)),

@@ -58,6 +58,7 @@ class EpochLog:
     lr: float
     seconds: float
     samples_per_s: float
+    data_wait_s: float = 0.0  # of ``seconds``, the time the loop waited for its next batch
 
 
 @dataclass
@@ -69,6 +70,7 @@ class History:
     best_auc: float = float("-inf")
     train_seconds: float = 0.0
     train_samples: int = 0
+    train_data_wait_s: float = 0.0
 
     @property
     def samples_per_s(self) -> float:
@@ -82,7 +84,10 @@ class History:
         if not data:
             return cls()
         epochs = [EpochLog(**entry) for entry in data["epochs"]]
-        return cls(epochs, data["best_epoch"], data["best_auc"], data["train_seconds"], data["train_samples"])
+        return cls(
+            epochs, data["best_epoch"], data["best_auc"], data["train_seconds"], data["train_samples"],
+            data.get("train_data_wait_s", 0.0),
+        )  # fmt: skip
 
 
 TrainData = EncodedData | StreamTrain
@@ -246,7 +251,15 @@ class Trainer:
         # float64, continued from the checkpoint's sum: a resumed epoch adds in the same order
         total = torch.full((), loop.loss_sum, dtype=torch.float64, device=self.device)
         depth = self.config.stream.prefetch_batches
-        for step in maybe_prefetch(self._inputs(data, generator, loop), self.config.async_loading, depth):
+        steps = iter(maybe_prefetch(self._inputs(data, generator, loop), self.config.async_loading, depth))
+        while True:
+            # the time spent getting the next batch: the whole data path when synchronous, only the wait
+            # on the background reader when asynchronous (what asynchronous reading hides is the gap)
+            asked = time.perf_counter()
+            step = next(steps, None)
+            loop.data_wait_s += time.perf_counter() - asked
+            if step is None:
+                break
             total += self._step(step).double()
             loop.step += 1
             loop.global_step += 1
@@ -321,9 +334,10 @@ class Trainer:
                 loop.epoch_seconds += time.perf_counter() - started
                 history.train_seconds += loop.epoch_seconds
                 history.train_samples += len(train)
+                history.train_data_wait_s += loop.data_wait_s
                 metrics = self._validate(valid)
                 entry = self._log_epoch(
-                    history, loop.epoch, train_loss, metrics, loop.epoch_seconds, len(train)
+                    history, loop.epoch, train_loss, metrics, loop.epoch_seconds, len(train), loop.data_wait_s
                 )
                 if self.on_epoch is not None:
                     self.on_epoch(entry)
@@ -338,20 +352,24 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.step(entry.valid["auc"])
                 loop.epoch, loop.step, loop.loss_sum, loop.epoch_seconds = loop.epoch + 1, 0, 0.0, 0.0
+                loop.data_wait_s = 0.0
                 loop.history = history.to_dict()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return history
 
     def _log_epoch(
-        self, history: History, epoch: int, loss: float, metrics: dict[str, float], seconds: float, rows: int
-    ) -> EpochLog:
+        self, history: History, epoch: int, loss: float, metrics: dict[str, float], seconds: float, rows: int,
+        data_wait_s: float,
+    ) -> EpochLog:  # fmt: skip
         lr = float(self.optimizer.param_groups[0].get("lr", 0.0))
-        entry = EpochLog(epoch, loss, metrics, lr, seconds, rows / seconds if seconds > 0 else 0.0)
+        speed = rows / seconds if seconds > 0 else 0.0
+        entry = EpochLog(epoch, loss, metrics, lr, seconds, speed, data_wait_s)
         history.epochs.append(entry)
         if self.context is None or self.context.is_main:
             log.info(
-                "epoch %d: train loss %.5f | valid AUC %.5f logloss %.5f | lr %.2g | %.1f s, %.0f rows/s",
-                epoch, loss, metrics["auc"], metrics["logloss"], lr, seconds, entry.samples_per_s,
+                "epoch %d: train loss %.5f | valid AUC %.5f logloss %.5f | lr %.2g | %.1f s, %.0f rows/s, "
+                "%.1f s waiting for data",
+                epoch, loss, metrics["auc"], metrics["logloss"], lr, seconds, speed, data_wait_s,
             )  # fmt: skip
         return entry

@@ -8,6 +8,8 @@ the order of any two candidates (the map is increasing), so AUC is unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -31,10 +33,37 @@ class PlattScaled(nn.Module):
         return logits * self.scale + self.shift
 
 
-def _platt_loss(design: Tensor, y: Tensor, params: Tensor) -> Tensor:
-    """Mean logloss of sigmoid(design @ params), computed stably from the logits."""
-    z = design @ params
-    return (torch.nn.functional.softplus(z) - y * z).mean()
+# rows per float64 pass: the fit holds the logits and labels, never float64 copies of them (at 2^18 rows the
+# chunk's temporaries stay about 60 MiB whatever the split; at 2^20 freed chunks fragment the heap to 200+)
+CHUNK = 1 << 18
+
+
+def _chunks(logits: Tensor, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    for begin in range(0, int(logits.shape[0]), CHUNK):
+        yield logits[begin : begin + CHUNK].double(), labels[begin : begin + CHUNK].double()
+
+
+def _platt_loss(logits: Tensor, labels: Tensor, params: Tensor) -> float:
+    """Mean logloss of sigmoid(scale * logit + shift), computed stably from the logits, chunk by chunk."""
+    total = 0.0
+    for x, y in _chunks(logits, labels):
+        z = params[0] * x + params[1]
+        total += float((torch.nn.functional.softplus(z) - y * z).sum())
+    return total / max(int(logits.shape[0]), 1)
+
+
+def _newton_terms(logits: Tensor, labels: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    """The logloss's gradient [2] and Hessian [2, 2] in (scale, shift), summed over the rows in chunks."""
+    gradient = torch.zeros(2, dtype=torch.float64)
+    hessian = torch.zeros(2, 2, dtype=torch.float64)
+    for x, y in _chunks(logits, labels):
+        p = torch.sigmoid(params[0] * x + params[1])
+        residual, weight = p - y, p * (1 - p)
+        gradient += torch.stack([(residual * x).sum(), residual.sum()])
+        cross = (weight * x).sum()
+        squares, weights = (weight * x * x).sum(), weight.sum()
+        hessian += torch.stack([torch.stack([squares, cross]), torch.stack([cross, weights])])
+    return gradient, hessian
 
 
 def fit_platt(logits: Tensor, labels: Tensor, iterations: int = 50) -> tuple[float, float]:
@@ -43,23 +72,21 @@ def fit_platt(logits: Tensor, labels: Tensor, iterations: int = 50) -> tuple[flo
     Each Newton step is halved until the loss does not increase: a full step from the identity
     diverges when the logits are large (an overconfident model saturates the sigmoid, the Hessian
     nearly vanishes and the step overshoots by orders of magnitude). Falls back to the identity when
-    the data hold a single class.
+    the data hold a single class. The sums run over chunks of ``CHUNK`` rows in float64, so a split of
+    millions of rows costs the fit a few chunk-sized temporaries, not float64 copies of the split.
     """
-    x = logits.double()
-    y = labels.double()
-    if y.min() == y.max():
+    logits, labels = logits.reshape(-1), labels.reshape(-1)
+    if labels.min() == labels.max():
         return 1.0, 0.0
     params = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    design = torch.stack([x, torch.ones_like(x)], dim=1)  # [N, 2]
-    loss = _platt_loss(design, y, params)
+    loss = _platt_loss(logits, labels, params)
+    ridge = 1e-9 * torch.eye(2, dtype=torch.float64)
     for _ in range(iterations):
-        p = torch.sigmoid(design @ params)
-        gradient = design.T @ (p - y)
-        hessian = (design * (p * (1 - p)).unsqueeze(1)).T @ design + 1e-9 * torch.eye(2, dtype=torch.float64)
-        step = torch.linalg.solve(hessian, gradient)
+        gradient, hessian = _newton_terms(logits, labels, params)
+        step = torch.linalg.solve(hessian + ridge, gradient)
         for _ in range(60):  # backtracking: halve until the loss does not increase
             candidate = params - step
-            candidate_loss = _platt_loss(design, y, candidate)
+            candidate_loss = _platt_loss(logits, labels, candidate)
             if candidate_loss <= loss:
                 break
             step = step / 2

@@ -83,3 +83,20 @@ def test_platt_scaling_recovers_known_parameters() -> None:
     scale, shift = fit_platt(logits, labels)
     assert scale == pytest.approx(0.6, abs=0.02) and shift == pytest.approx(-1.2, abs=0.02)
     assert fit_platt(logits, torch.ones_like(logits)) == (1.0, 0.0)
+
+
+def test_platt_scaling_over_several_chunks_is_the_maximum_likelihood_fit() -> None:
+    """The chunked Newton sums reach the exact logistic fit on a split of several chunks."""
+    from sklearn.linear_model import LogisticRegression
+
+    from model.nets.calibration import CHUNK, fit_platt
+
+    generator = torch.Generator().manual_seed(1)
+    rows = 2 * CHUNK + 12_345  # three chunks, the last one partial
+    logits = torch.randn(rows, generator=generator) * 3.0
+    labels = torch.bernoulli(torch.sigmoid(0.4 * logits + 0.3), generator=generator)
+    scale, shift = fit_platt(logits, labels)
+    reference = LogisticRegression(C=1e12, tol=1e-12, max_iter=1000)
+    reference.fit(logits.double().numpy().reshape(-1, 1), labels.numpy())
+    assert scale == pytest.approx(float(reference.coef_[0, 0]), abs=1e-6)
+    assert shift == pytest.approx(float(reference.intercept_[0]), abs=1e-6)

@@ -105,6 +105,8 @@ def test_raw_input_over_the_memory_budget_is_prepared_once_into_the_cache(raw: P
     config = small_config("memory_budget=1KB", f"prepared_cache={tmp_path / 'cache'}", "epochs=1")
     first = train_bundle(raw, tmp_path / "one", config)
     assert first is not None and first.metrics["training"]["streamed"] == 1.0
+    training = first.metrics["training"]
+    assert 0.0 < training["train_data_wait_s"] < training["train_seconds"]  # the data path's share, measured
     (cached,) = (tmp_path / "cache").iterdir()
     manifest = PreparedDataset(cached).manifest
     assert manifest.cache_key == cached.name and manifest.splits["train"].rows == 3000
