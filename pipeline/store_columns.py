@@ -10,6 +10,7 @@ The chunks are what ``pipeline.export.block_chunk`` makes of the same rows (a te
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
@@ -62,8 +63,8 @@ class _Decoded:
         return canonical_array(spec, [i if v is None else v for v, i in zip(raw, ids, strict=True)])
 
 
-def block_columns(page: TrainingPage, schema: FeatureSchema) -> Chunk:
-    """A block of training rows as a ``Chunk`` of canonical columns (``first_line`` 1)."""
+def block_columns(page: TrainingPage, schema: FeatureSchema, first_line: int = 1) -> Chunk:
+    """A block of training rows as a ``Chunk`` of canonical columns, its first row numbered ``first_line``."""
     texts = {Source.USER: page.user_json, Source.CONTEXT: page.context_json, Source.ITEM: page.features_json}
     decoded = {source: _Decoded(texts[source]) for source in {spec.source for spec in schema.fields}}
     columns: dict[str, npt.NDArray[Any]] = {}
@@ -74,7 +75,7 @@ def block_columns(page: TrainingPage, schema: FeatureSchema) -> Chunk:
         else:
             ids = page.user_ids if filled_from == "user_id" else page.app_ids
             columns[spec.name] = decoded[spec.source].filled_column(spec, ids)
-    return Chunk(columns, np.asarray(page.labels, dtype=np.float32).reshape(-1), 1)
+    return Chunk(columns, np.asarray(page.labels, dtype=np.float32).reshape(-1), first_line)
 
 
 def blocks_of(pages: Iterable[TrainingPage], size: int) -> Iterator[TrainingPage]:
@@ -93,29 +94,24 @@ def blocks_of(pages: Iterable[TrainingPage], size: int) -> Iterator[TrainingPage
         yield _merged(pending)
 
 
+_FIELDS = tuple(field.name for field in dataclasses.fields(TrainingPage))
+
+
 def _merged(pages: Sequence[TrainingPage]) -> TrainingPage:
     if len(pages) == 1:
         return pages[0]
-    fields = ("user_ids", "app_ids", "user_json", "context_json", "features_json", "labels")
-    merged = [list(chain.from_iterable(getattr(page, name) for page in pages)) for name in fields]
-    return TrainingPage(*merged)
+    joined = (list(chain.from_iterable(getattr(page, name) for page in pages)) for name in _FIELDS)
+    return TrainingPage(*joined)
 
 
 def _sliced(page: TrainingPage, start: int, stop: int) -> TrainingPage:
-    return TrainingPage(
-        page.user_ids[start:stop],
-        page.app_ids[start:stop],
-        page.user_json[start:stop],
-        page.context_json[start:stop],
-        page.features_json[start:stop],
-        page.labels[start:stop],
-    )
+    return TrainingPage(*(getattr(page, name)[start:stop] for name in _FIELDS))
 
 
 def store_chunks(pages: Iterable[TrainingPage], schema: FeatureSchema, block_rows: int) -> Iterator[Chunk]:
     """The rows of ``pages`` as chunks of ``block_rows`` rows, numbered from line 1."""
     first = 1
     for block in blocks_of(pages, block_rows):
-        chunk = block_columns(block, schema)
-        yield Chunk(chunk.columns, chunk.labels, first)
+        chunk = block_columns(block, schema, first)
+        yield chunk
         first += chunk.num_rows

@@ -99,22 +99,33 @@ class ExportedFamily:
         return out
 
     def _export(self, name: str) -> None:
-        from model.export import OPSET, export_onnx, export_serving_graphs, parity_check
-
-        model, layout = perturbed(name, self.encoder), self.encoder.layout
-        staging = self.root / f".staging-{name}"
-        shutil.rmtree(staging, ignore_errors=True)  # left by an export that failed
-        staging.mkdir(parents=True)
-        export_onnx(model, layout, self.rows, staging / ONNX)
-        parity = parity_check(model, layout, self.rows, staging / ONNX)
-        assert parity.passed, parity
         int8 = name in INT8_MODELS
-        test = (self.rows, self.labels) if int8 else None
-        serving = export_serving_graphs(model, layout, self.schema, self.rows, staging, test, int8=int8)
-        manifest = Manifest(
-            name=name, model=name, version=VERSION, created_at=datetime.now(UTC),
-            schema_hash=self.schema.content_hash(), data_fingerprint="frappe_ctr valid + synthetic",
-            onnx_sha256=sha256_file(staging / ONNX), opset=OPSET, inputs=list(self.schema.names),
-            parity=parity, metrics={}, hyperparameters={"model": name}, serving=serving,
+        write_exported_bundle(
+            name, perturbed(name, self.encoder), self.encoder, self.rows, self.root / name,
+            (self.rows, self.labels) if int8 else None, "frappe_ctr valid + synthetic", int8=int8,
         )  # fmt: skip
-        write_bundle(self.root / name, manifest, self.schema, self.encoder, staging)
+
+
+def write_exported_bundle(
+    name: str, model: nn.Module, encoder: FeatureEncoder, rows: Encoded, out: Path,
+    test: tuple[Encoded, np.ndarray] | None, fingerprint: str, *, int8: bool = True, version: str = VERSION,
+) -> None:  # fmt: skip
+    """Export ``model`` as the exporter does (plain graph and its parity check, then the request graphs
+    and the int8 gate on ``test``) and write its bundle to ``out`` (moved into place whole)."""
+    from model.export import OPSET, export_onnx, export_serving_graphs, parity_check
+
+    schema, layout = encoder.schema, encoder.layout
+    staging = out.parent / f".staging-{name}"
+    shutil.rmtree(staging, ignore_errors=True)  # left by an export that failed
+    staging.mkdir(parents=True)
+    export_onnx(model, layout, rows, staging / ONNX)
+    parity = parity_check(model, layout, rows, staging / ONNX)
+    assert parity.passed, parity
+    serving = export_serving_graphs(model, layout, schema, rows, staging, test, int8=int8)
+    manifest = Manifest(
+        name=name, model=name, version=version, created_at=datetime.now(UTC),
+        schema_hash=schema.content_hash(), data_fingerprint=fingerprint,
+        onnx_sha256=sha256_file(staging / ONNX), opset=OPSET, inputs=list(schema.names),
+        parity=parity, metrics={}, hyperparameters={"model": name}, serving=serving,
+    )  # fmt: skip
+    write_bundle(out, manifest, schema, encoder, staging)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +22,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.bundle import INT8_ONNX, ONNX, Manifest, sha256_file, write_bundle
+from model.bundle import INT8_ONNX, Manifest
 from model.encoder import FeatureEncoder
 from service.app import create_app
 from service.rank.registry import LoadedModel
 from service.settings import ServiceSettings
+from tests.exported import write_exported_bundle
 from tests.service.bundles import CONTEXT_VALUES, item_features, synthetic_rows
 
 if TYPE_CHECKING:
@@ -69,27 +69,20 @@ def int8_timed_as(int8_ms: list[float] | None) -> Iterator[None]:
 
 def write_request_bundle(name: str, encoder: FeatureEncoder, out: Path, seed: int) -> None:
     """Export ``name`` (plain graph, then request graphs with int8 and its gate) and write its bundle."""
-    from model.export import OPSET, export_onnx, export_serving_graphs, parity_check
-
-    model = perturbed(name, encoder, seed)
     rows = synthetic_rows()
     example = encoder.transform(rows, len(rows["user"]))
     labels = (np.random.default_rng(seed).random(len(rows["user"])) < 0.3).astype(np.float32)
-    staging = out.parent / f".staging-{name}"
-    staging.mkdir(parents=True)
-    export_onnx(model, encoder.layout, example, staging / ONNX)
-    parity = parity_check(model, encoder.layout, example, staging / ONNX)
     with int8_timed_as(INT8_TIMED.get(name)):
-        serving = export_serving_graphs(
-            model, encoder.layout, encoder.schema, example, staging, (example, labels)
+        write_exported_bundle(
+            name,
+            perturbed(name, encoder, seed),
+            encoder,
+            example,
+            out,
+            (example, labels),
+            "synthetic",
+            version=VERSION,
         )
-    manifest = Manifest(
-        name=name, model=name, version=VERSION, created_at=datetime.now(UTC),
-        schema_hash=encoder.schema.content_hash(), data_fingerprint="synthetic",
-        onnx_sha256=sha256_file(staging / ONNX), opset=OPSET, inputs=list(encoder.schema.names),
-        parity=parity, metrics={}, hyperparameters={"model": name}, serving=serving,
-    )  # fmt: skip
-    write_bundle(out, manifest, encoder.schema, encoder, staging)
 
 
 @pytest.fixture(scope="module")
