@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -157,7 +157,7 @@ class Prefetcher(Generic[T]):
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             self._queue.put(error)
 
-    def __iter__(self) -> Iterator[T]:
+    def __iter__(self) -> Generator[T, None, None]:
         try:
             while True:
                 item = self._queue.get()
@@ -168,8 +168,13 @@ class Prefetcher(Generic[T]):
                 yield item  # type: ignore[misc]
         finally:
             self._stop.set()
-            while not self._queue.empty():  # unblock a producer waiting on a full queue
-                self._queue.get_nowait()
+            # unblock a producer waiting on a full queue and wait for it to stop: a reader thread left
+            # running inside pyarrow or torch when the interpreter exits can abort the process
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.01)
+                except queue.Empty:
+                    pass
 
 
 def maybe_prefetch(source: Iterable[T], enabled: bool, depth: int = 4) -> Iterable[T]:

@@ -14,6 +14,7 @@ Before training, the ranks check that they were all given the same run (training
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ def init_distributed(device: torch.device) -> DistContext | None:
 def shutdown(context: DistContext | None) -> None:
     if context is not None and dist.is_initialized():
         dist.barrier()
+        gc.collect()  # what still holds the group (a dropped DDP wrapper's reducer) goes first
         dist.destroy_process_group()
 
 

@@ -6,6 +6,7 @@ Models stay pure ``nn.Module``s; everything about how they are fitted lives here
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import math
 import random
@@ -356,7 +357,19 @@ class Trainer:
                 loop.history = history.to_dict()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        self.release()
         return history
+
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper (training is over; the model stays).
+
+        DDP's reducer holds the process group: left alive, the group outlives
+        ``destroy_process_group`` and is torn down at interpreter exit, when gloo's threads can no
+        longer take the GIL (a rare SIGABRT, "terminate called without an active exception").
+        """
+        if self.network is not self.model:
+            self.network = self.model
+            gc.collect()
 
     def _log_epoch(
         self, history: History, epoch: int, loss: float, metrics: dict[str, float], seconds: float, rows: int,
