@@ -67,9 +67,9 @@ DEMO_DAYS ?= 7
 DEMO_RETRAIN_AFTER ?= 3
 DEMO_DATA ?= var/data/synthetic
 DEMO_TOKEN ?= demo-admin
-# The retrain fine-tunes a warm model on a few logged days: at the serving version's own learning rate
-# (1e-3) the first epoch already undoes the warm start on the demo's two days and the gate refuses.
-DEMO_RETRAIN_SET ?= optimizer.lr=0.0001
+# Extra training overrides for the demo's retrain (`--retrain-set key=value`). The retrain fine-tunes at
+# warm_lr_factor (0.1) times the serving version's step: at 1e-3 itself the gate refused the candidate.
+DEMO_RETRAIN_SET ?=
 DEMO_URL = http://127.0.0.1:$(PORT)
 READY = $(BIN)/python -c "import httpx, sys; sys.exit(httpx.get('$(DEMO_URL)/readyz', timeout=2).status_code != 200)"
 

@@ -27,7 +27,7 @@ import torch
 from model.bundle import ENCODER, WEIGHTS, Bundle
 from model.encoder import CategoricalState, FeatureEncoder, InputLayout, InputRole, LogBucketState, MultiState
 from model.nets import build_model
-from training.config import TrainConfig
+from training.config import TrainConfig, deep_merge
 from training.pipeline import fit_on
 from training.readers.base import Chunk
 
@@ -144,7 +144,8 @@ def train_config_of(serving_hyperparameters: Mapping[str, Any], changes: Mapping
     for key in ("model", "params"):
         if key in changes and changes[key] != getattr(base, key):
             raise ValueError(f"a warm start keeps the serving version's {key}: train cold to change it")
-    data = base.model_dump(mode="python") | dict(changes)
+    # section by section: ``optimizer: {lr: 1e-4}`` changes the step and keeps the serving optimizer
+    data = deep_merge(base.model_dump(mode="python"), dict(changes))
     return TrainConfig.model_validate(data)
 
 

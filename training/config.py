@@ -111,6 +111,10 @@ class TrainConfig(_Strict):
             input is prepared first into ``prepared_cache`` and streamed.
         prepared_cache: folder of the automatically prepared datasets (one per cache key).
         checkpoint_every: write a step checkpoint every this many steps (None: never).
+        warm_lr_factor: a run warm-started from a bundle (``--resume BUNDLE``, the daily retrain)
+            trains at ``optimizer.lr`` times this: it fine-tunes weights that already fit, and at the
+            cold-start step its first epoch undoes much of the warm start. ``optimizer.lr`` stays the
+            cold-start step (so a chain of retrains does not compound the factor); 1 trains at it.
     """
 
     model: str = "deepfm"
@@ -141,6 +145,7 @@ class TrainConfig(_Strict):
     memory_budget: ByteSize = ByteSize(512 * 1024 * 1024)
     prepared_cache: str = "var/cache/prepared"
     checkpoint_every: Annotated[int, Field(ge=1)] | None = None
+    warm_lr_factor: Annotated[float, Field(gt=0, le=1)] = 0.1
     version: str | None = None
     name: str | None = None
 
@@ -178,11 +183,12 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` laid over it, section by section (a nested mapping replaces only its keys)."""
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -258,7 +264,7 @@ def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = (), 
     model = data.get("model", TrainConfig.model_fields["model"].default)
     if isinstance(model, str):
         # a deep copy: ``--set`` writes into nested sections, which must not be the shared defaults
-        data = _merge(copy.deepcopy(MODEL_DEFAULTS.get(model, {})), data)
+        data = deep_merge(copy.deepcopy(MODEL_DEFAULTS.get(model, {})), data)
     for key, value in parsed:
         if key.startswith("params.") or key in TrainConfig.model_fields or "." in key:
             _set_path(data, key, value)

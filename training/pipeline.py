@@ -263,6 +263,12 @@ def _checkpointing(
     return (Checkpointer(folder, every, run, context) if every is not None else None), checkpoint
 
 
+def _fine_tuning(config: TrainConfig) -> TrainConfig:
+    """The configuration a warm start trains with: ``optimizer.lr`` times ``warm_lr_factor``."""
+    optimizer = config.optimizer.model_copy(update={"lr": config.optimizer.lr * config.warm_lr_factor})
+    return config.model_copy(update={"optimizer": optimizer})
+
+
 def train_bundle(
     data_path: Path,
     out: Path,
@@ -294,7 +300,7 @@ def train_bundle(
     elif model_spec(config.model).pretrain == "fm" and not continuing:
         _initialise_from_fm(model, data.encoder.layout, data.rows, config, console, context)
     checkpoints, checkpoint = _checkpointing(out, config, data, context, resume if continuing else None)
-    trainer = Trainer(model, config, console, context)
+    trainer = Trainer(model, _fine_tuning(config) if state is not None else config, console, context)
     history = trainer.fit(data.rows.train, data.rows.valid, checkpoints=checkpoints, resume=checkpoint)
     streamed = isinstance(data.rows, Streamed)
     if not streamed:

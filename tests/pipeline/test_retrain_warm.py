@@ -136,3 +136,11 @@ def test_grown_vocabularies_are_what_the_encoder_serves(serving: Bundle, window:
     codes = grown.transform({"user_id": np.array(NEW_USERS)}, len(NEW_USERS))["user_id"]
     assert (codes > 1).all()  # known now: not missing, not out of vocabulary
     assert (serving.encoder.transform({"user_id": np.array(NEW_USERS)}, len(NEW_USERS))["user_id"] == 1).all()
+
+
+def test_a_retrain_config_changes_a_section_key_by_key(serving: Bundle) -> None:
+    served = serving.manifest.hyperparameters
+    config = train_config_of(served, {"optimizer": {"lr": 0.0001}, "warm_lr_factor": 1.0})
+    assert config.optimizer.lr == 0.0001 and config.warm_lr_factor == 1.0
+    others = {k: v for k, v in served["optimizer"].items() if k != "lr"}
+    assert {k: v for k, v in config.optimizer.model_dump().items() if k != "lr"} == others  # kept

@@ -59,3 +59,14 @@ def test_overrides_never_change_the_model_defaults() -> None:
         load_config(None, ["optimizer.name=ftrl"], model="fm")
     assert before == MODEL_DEFAULTS
     assert load_config(None, model="fm").optimizer.name == "adam"
+
+
+TUNED = sorted((Path(__file__).parents[2] / "configs" / "tuned").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TUNED, ids=[p.stem for p in TUNED])
+def test_every_committed_tuned_config_is_a_valid_config_of_its_model(path: Path) -> None:
+    config = load_config(path)  # what `apprank train --config configs/tuned/MODEL.yaml` reads
+    assert config.model == path.stem
+    config.model_params()  # the search wrote hyper-parameters its model accepts
+    assert path.read_text().startswith("# apprank tune: best of")  # written by the search, not by hand

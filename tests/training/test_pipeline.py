@@ -80,6 +80,9 @@ def test_resume_keeps_the_encoder_and_starts_from_the_weights(
     assert after.encoder.state_dict() == before.encoder.state_dict()
     first_epoch_auc = result.history.epochs[0].valid["auc"]
     assert first_epoch_auc > before.manifest.metrics["valid"]["auc"] - 0.01  # not a fresh start
+    # a warm start fine-tunes at a tenth of the step; the manifest keeps the cold-start step
+    assert result.history.epochs[0].lr == pytest.approx(config.optimizer.lr * 0.1)
+    assert after.manifest.hyperparameters["optimizer"]["lr"] == config.optimizer.lr
 
 
 def test_criteo_trains_and_evaluates_end_to_end(data_dir: Path, tmp_path: Path) -> None:
