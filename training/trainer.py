@@ -6,7 +6,6 @@ Models stay pure ``nn.Module``s; everything about how they are fitted lives here
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import math
 import random
@@ -367,9 +366,7 @@ class Trainer:
         ``destroy_process_group`` and is torn down at interpreter exit, when gloo's threads can no
         longer take the GIL (a rare SIGABRT, "terminate called without an active exception").
         """
-        if self.network is not self.model:
-            self.network = self.model
-            gc.collect()
+        self.network = self.model  # ``distributed.shutdown`` collects what the wrapper leaves behind
 
     def _log_epoch(
         self, history: History, epoch: int, loss: float, metrics: dict[str, float], seconds: float, rows: int,
