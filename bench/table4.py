@@ -9,6 +9,7 @@ an interrupted run resumes where it stopped. Writes ``table4.md``, ``table4.json
     .venv/bin/python bench/table4.py --datasets frappe --jobs 2
     .venv/bin/python bench/table4.py --quick               # smoke run: 5,000 rows, 1 epoch, 1 seed
     nice .venv/bin/python bench/table4.py --tuned --jobs 2  # every model tuned first (table4_tuned.py)
+    nice .venv/bin/python bench/table4.py --no-search --jobs 2  # configs/tuned/*.yaml on 3 seeds, no search
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def parse_args() -> argparse.Namespace:
     add_parallel_options(parser)
     add_tuned_options(parser)
     args = parser.parse_args()
+    args.tuned = args.tuned or args.no_search
     if args.tuned:
         args.datasets = ["frappe"]  # the searches run on frappe_ctr's validation split
         args.tag = "-".join(filter(None, ["tuned", args.tag]))

@@ -4,7 +4,9 @@ Per model, one ``apprank tune`` process searches ``--tune-trials`` trials on fra
 validation splits (its study under ``<root>/studies/MODEL``, so an interrupted bench resumes the
 search) and writes the best configuration to ``<configs-dir>/MODEL.yaml``; then ``apprank train
 --config`` trains that configuration once per seed and evaluates it on the test split. ``--jobs``
-models are processed at a time, each with its share of the cores.
+models are processed at a time, each with its share of the cores. ``--no-search`` skips the search
+and trains the configurations already in ``--configs-dir`` (the committed ``configs/tuned``); the
+searches table then carries what each configuration's header records (trials, best validation AUC).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +35,10 @@ def add_tuned_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuned", action="store_true", help="tune every model first (one budget each)")
     parser.add_argument("--tune-trials", type=int, default=8, help="finished trials per model")
     parser.add_argument("--configs-dir", type=Path, default=None, help="best configs (default configs/tuned)")
+    parser.add_argument(
+        "--no-search", action="store_true",
+        help="train the configurations already in --configs-dir (default configs/tuned) on every seed; no search",
+    )  # fmt: skip
 
 
 def tune_command(model: str, args: argparse.Namespace, root: Path, threads: int | None) -> list[str]:
@@ -68,6 +75,23 @@ def study_figures(study: Path) -> dict[str, Any]:
     }
 
 
+def header_figures(config: Path) -> dict[str, Any]:
+    """The search figures a committed configuration records in its header (``--no-search``).
+
+    ``apprank tune`` writes ``# apprank tune: best of N trials ...`` and ``# trial K: validation AUC
+    X ...``; pruned trials, search minutes and trial epochs are not recorded there (``None``).
+    """
+    header = [line for line in config.read_text().splitlines() if line.startswith("#")]
+    trials = re.search(r"best of (\d+) trials", " ".join(header))
+    best = re.search(r"validation AUC ([0-9.]+)", " ".join(header))
+    return {
+        "trials": int(trials.group(1)) if trials else None,
+        "pruned": None, "search_seconds": None, "trial_epochs": None,
+        "best_valid_auc": float(best.group(1)) if best else None,
+        "from_config": str(config),
+    }  # fmt: skip
+
+
 def tune_one(model: str, args: argparse.Namespace, root: Path, threads: int | None, console: Console) -> None:
     """Run (or resume) one model's search; its output goes to ``studies/MODEL.log``.
 
@@ -102,12 +126,19 @@ def tune_and_train(
 ) -> tuple[dict[int, Any], dict[str, Any] | None]:
     """One model end to end: search, then every seed; (metrics by seed, search figures)."""
     threads = threads_per_job(args.jobs, args.threads)
-    try:
-        tune_one(model, args, root, threads, console)
-    except RunFailed as error:
-        console.log(f"[red]search failed[/red]: {model}\n{error}")
-        return {}, None
-    figures = study_figures(root / "studies" / model)
+    if args.no_search:
+        config = configs_dir(args, root) / f"{model}.yaml"
+        if not config.is_file():
+            console.log(f"[red]no configuration[/red]: {config} (run the search, or drop --no-search)")
+            return {}, None
+        figures = header_figures(config)
+    else:
+        try:
+            tune_one(model, args, root, threads, console)
+        except RunFailed as error:
+            console.log(f"[red]search failed[/red]: {model}\n{error}")
+            return {}, None
+        figures = study_figures(root / "studies" / model)
     by_seed: dict[int, Any] = {}
     for seed, run in zip(args.seeds, seed_runs(model, args, root, threads), strict=True):
         try:
@@ -149,11 +180,16 @@ def searches_markdown(searches: dict[str, Any], summary: dict[str, Any]) -> str:
     for model, s in searches.items():
         seeds = summary.get(model, {}).get("seeds", {})
         best = "" if s["best_valid_auc"] is None else f"{s['best_valid_auc']:.5f}"
+        minutes = "n/a" if s["search_seconds"] is None else f"{s['search_seconds'] / 60:.1f}"
         rows.append([
-            model, str(s["trials"]), str(s["pruned"]), f"{s['search_seconds'] / 60:.1f}",
-            str(s["trial_epochs"]), best, f"{per_epoch_seconds(seeds):.2f}",
+            model, _or_na(s["trials"]), _or_na(s["pruned"]), minutes,
+            _or_na(s["trial_epochs"]), best, f"{per_epoch_seconds(seeds):.2f}",
         ])  # fmt: skip
     return markdown_table(headers, rows)
+
+
+def _or_na(value: Any) -> str:
+    return "n/a" if value is None else str(value)
 
 
 def write_searches(root: Path, searches: dict[str, Any], summary: dict[str, Any]) -> None:
