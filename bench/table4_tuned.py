@@ -37,7 +37,7 @@ def add_tuned_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs-dir", type=Path, default=None, help="best configs (default configs/tuned)")
     parser.add_argument(
         "--no-search", action="store_true",
-        help="train the configurations already in --configs-dir (default configs/tuned) on every seed; no search",
+        help="train the configs already in --configs-dir (default configs/tuned) on every seed; no search",
     )  # fmt: skip
 
 
