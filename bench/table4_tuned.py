@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any
 
 from experiments_common import FRAPPE, REPO, Run, RunFailed, execute, markdown_table, threads_per_job
 from rich.console import Console
+
+from training.tune_report import read_best_header
 
 TUNED_CONFIGS = REPO / "configs" / "tuned"
 QUICK_TUNE_SETS = ("max_rows=5000", "epochs=2")
@@ -46,7 +47,7 @@ def tune_command(model: str, args: argparse.Namespace, root: Path, threads: int 
     study = root / "studies" / model
     cmd = [sys.executable, "-m", "apprank", "tune", "--model", model, "--data", str(FRAPPE.absolute())]
     cmd += ["--trials", str(args.tune_trials), "--study", str(study.absolute())]
-    cmd += ["--out", str(configs_dir(args, root).absolute() / f"{model}.yaml")]
+    cmd += ["--out", str(config_path(model, args, root).absolute())]
     sets = [*args.set, *(QUICK_TUNE_SETS if args.quick else ()), *([f"threads={threads}"] if threads else [])]
     for item in sets:
         cmd += ["--set", item]
@@ -58,6 +59,11 @@ def configs_dir(args: argparse.Namespace, root: Path) -> Path:
     if args.configs_dir is not None:
         return Path(args.configs_dir)
     return root / "configs" if args.quick else TUNED_CONFIGS
+
+
+def config_path(model: str, args: argparse.Namespace, root: Path) -> Path:
+    """The best configuration of one model: what its search writes and its seed runs train."""
+    return configs_dir(args, root) / f"{model}.yaml"
 
 
 def study_figures(study: Path) -> dict[str, Any]:
@@ -76,19 +82,12 @@ def study_figures(study: Path) -> dict[str, Any]:
 
 
 def header_figures(config: Path) -> dict[str, Any]:
-    """The search figures a committed configuration records in its header (``--no-search``).
-
-    ``apprank tune`` writes ``# apprank tune: best of N trials ...`` and ``# trial K: validation AUC
-    X ...``; pruned trials, search minutes and trial epochs are not recorded there (``None``).
-    """
-    header = [line for line in config.read_text().splitlines() if line.startswith("#")]
-    trials = re.search(r"best of (\d+) trials", " ".join(header))
-    best = re.search(r"validation AUC ([0-9.]+)", " ".join(header))
+    """The search figures a committed configuration records in its header (``--no-search``); pruned
+    trials, search minutes and trial epochs are not recorded there (``None``)."""
+    trials, best = read_best_header(config.read_text())
     return {
-        "trials": int(trials.group(1)) if trials else None,
-        "pruned": None, "search_seconds": None, "trial_epochs": None,
-        "best_valid_auc": float(best.group(1)) if best else None,
-        "from_config": str(config),
+        "trials": trials, "pruned": None, "search_seconds": None, "trial_epochs": None,
+        "best_valid_auc": best, "from_config": str(config),
     }  # fmt: skip
 
 
@@ -112,7 +111,7 @@ def tune_one(model: str, args: argparse.Namespace, root: Path, threads: int | No
 
 def seed_runs(model: str, args: argparse.Namespace, root: Path, threads: int | None) -> list[Run]:
     """The final trainings of the best configuration: one per seed, evaluated on test."""
-    config = configs_dir(args, root) / f"{model}.yaml"
+    config = config_path(model, args, root)
     runs = []
     for seed in args.seeds:
         sets = [*args.set, f"seed={seed}", *([f"threads={threads}"] if threads else [])]
@@ -127,7 +126,7 @@ def tune_and_train(
     """One model end to end: search, then every seed; (metrics by seed, search figures)."""
     threads = threads_per_job(args.jobs, args.threads)
     if args.no_search:
-        config = configs_dir(args, root) / f"{model}.yaml"
+        config = config_path(model, args, root)
         if not config.is_file():
             console.log(f"[red]no configuration[/red]: {config} (run the search, or drop --no-search)")
             return {}, None
@@ -180,16 +179,16 @@ def searches_markdown(searches: dict[str, Any], summary: dict[str, Any]) -> str:
     for model, s in searches.items():
         seeds = summary.get(model, {}).get("seeds", {})
         best = "" if s["best_valid_auc"] is None else f"{s['best_valid_auc']:.5f}"
-        minutes = "n/a" if s["search_seconds"] is None else f"{s['search_seconds'] / 60:.1f}"
+        minutes = None if s["search_seconds"] is None else s["search_seconds"] / 60
         rows.append([
-            model, _or_na(s["trials"]), _or_na(s["pruned"]), minutes,
+            model, _or_na(s["trials"]), _or_na(s["pruned"]), _or_na(minutes, "{:.1f}"),
             _or_na(s["trial_epochs"]), best, f"{per_epoch_seconds(seeds):.2f}",
         ])  # fmt: skip
     return markdown_table(headers, rows)
 
 
-def _or_na(value: Any) -> str:
-    return "n/a" if value is None else str(value)
+def _or_na(value: Any, spec: str = "{}") -> str:
+    return "n/a" if value is None else spec.format(value)
 
 
 def write_searches(root: Path, searches: dict[str, Any], summary: dict[str, Any]) -> None:

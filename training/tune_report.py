@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,15 @@ def best_header(study: optuna.Study, data: str) -> str:
         f"apprank tune: best of {done} trials of study {study.study_name!r} on {data}\n"
         f"trial {best.number}: validation AUC {best.value:.5f} (best epoch {epoch})"
     )
+
+
+def read_best_header(text: str) -> tuple[int | None, float | None]:
+    """What :func:`best_header` recorded above a written configuration: (trials, best validation AUC),
+    ``None`` for what the text's comment lines do not hold."""
+    comments = " ".join(line for line in text.splitlines() if line.startswith("#"))
+    trials = re.search(r"best of (\d+) trials", comments)
+    best = re.search(r"validation AUC ([0-9.]+)", comments)
+    return (int(trials.group(1)) if trials else None), (float(best.group(1)) if best else None)
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

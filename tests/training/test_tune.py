@@ -161,3 +161,19 @@ def test_trials_that_cannot_finish_are_not_counted(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
     assert tune_module.finished(study) == []
+
+
+def test_the_best_header_reads_back_what_it_wrote() -> None:
+    """bench/table4.py --no-search reads a committed configuration's search figures from this header."""
+    from training.tune_report import best_header, read_best_header
+
+    study = optuna.create_study(direction="maximize", study_name="apprank-x")
+    for value in (0.91, 0.93456789, 0.92):
+        trial = study.ask()
+        trial.set_user_attr("best_epoch", 7)
+        study.tell(trial, value)
+    pruned = study.ask()
+    study.tell(pruned, state=TrialState.PRUNED)
+    written = "".join(f"# {line}\n" for line in best_header(study, "data/x").splitlines()) + "model: x\n"
+    assert read_best_header(written) == (4, 0.93457)
+    assert read_best_header("model: x\n") == (None, None)
